@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+// mptcp-proxy: a Multipath TCP aggregating proxy for Linux.
+// Module map: docs/architecture.md.
+import PackageDescription
+
+let package = Package(
+    name: "mptcp-proxy",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mptcp-proxy", targets: ["MPTCPProxyCLI"]),
+        .executable(name: "mptcp-bench", targets: ["BenchTool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        // C: kernel definitions newer than the installed headers, and (later) libmnl netlink.
+        .target(name: "CMPTCPNetlink", path: "netlink"),
+        // C: Linux calls and constants Swift's Glibc module hides (splice, setns, ...).
+        .target(name: "CLinuxShim"),
+        // RFC 8803 Convert messages and the authentication cookie. Pure, no I/O.
+        .target(name: "ConvertProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // epoll event loops, timers, sockets, and the splice relay.
+        .target(name: "DataPlane", dependencies: ["CLinuxShim", .product(name: "HeapModule", package: "swift-collections")]),
+        // The Swift face of kernel MPTCP: socket options, fallback detection.
+        .target(name: "MPTCPKernel", dependencies: ["CMPTCPNetlink", "DataPlane"]),
+        // Client and server connections, configuration, services.
+        .target(name: "Proxy", dependencies: [
+            "ConvertProtocol", "DataPlane", "MPTCPKernel",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Thin executable: argument parsing and wiring only.
+        .executableTarget(name: "MPTCPProxyCLI", dependencies: [
+            "Proxy",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Helpers shared by the end-to-end tests and the benchmarks: testbed, traffic, checksums.
+        .target(name: "TestSupport", dependencies: [
+            "DataPlane", "MPTCPKernel",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "BenchTool", dependencies: [
+            "TestSupport", "Proxy", "DataPlane", "MPTCPKernel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "tools/bench/BenchTool"),
+        .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "Proxy", "TestSupport", "DataPlane", "MPTCPKernel", "ConvertProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,67 @@
+import CLinuxShim
+import Glibc
+
+/// A kernel pipe used as the splice buffer of one relay direction.
+public struct Pipe {
+    public let readFD: Int32
+    public let writeFD: Int32
+    public let capacity: Int
+}
+
+/// Pipes of one event loop, lent to relay directions only while bytes are in flight, so an
+/// idle connection holds none. Pipes are sized with F_SETPIPE_SZ: large chunks per splice
+/// keep the relay's CPU cost per byte low.
+public final class PipePool {
+    public let pipeSize: Int
+    public let maximumIdle: Int
+    private var idle: [Pipe] = []
+    public private(set) var lent = 0
+
+    public init(pipeSize: Int, maximumIdle: Int = 64) {
+        self.pipeSize = pipeSize
+        self.maximumIdle = maximumIdle
+    }
+
+    public func take() throws(SystemError) -> Pipe {
+        lent += 1
+        if let pipe = idle.popLast() { return pipe }
+        var fds: [Int32] = [0, 0]
+        do {
+            try syscall("pipe2") { mpx_pipe_nonblocking(&fds) }
+        } catch {
+            lent -= 1
+            throw error
+        }
+        // The kernel may refuse a large size (pipe-user-pages limits); the default still works.
+        let granted = mpx_pipe_set_size(fds[1], Int32(pipeSize))
+        let capacity = granted > 0 ? Int(granted) : 65536
+        return Pipe(readFD: fds[0], writeFD: fds[1], capacity: capacity)
+    }
+
+    /// Returns an empty pipe. A pipe that still holds bytes must be `discard`ed instead.
+    public func give(back pipe: Pipe) {
+        lent -= 1
+        if idle.count < maximumIdle {
+            idle.append(pipe)
+        } else {
+            closeDescriptor(pipe.readFD)
+            closeDescriptor(pipe.writeFD)
+        }
+    }
+
+    public func discard(_ pipe: Pipe) {
+        lent -= 1
+        closeDescriptor(pipe.readFD)
+        closeDescriptor(pipe.writeFD)
+    }
+
+    public var idleCount: Int { idle.count }
+
+    func drain() {
+        for pipe in idle {
+            closeDescriptor(pipe.readFD)
+            closeDescriptor(pipe.writeFD)
+        }
+        idle.removeAll()
+    }
+}

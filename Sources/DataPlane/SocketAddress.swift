@@ -1,0 +1,129 @@
+import Glibc
+
+/// An IPv4 or IPv6 socket address. Parses "a.b.c.d:port" and "[v6]:port".
+public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public enum Address: Equatable, Hashable, Sendable {
+        case v4([UInt8])   // 4 bytes, network order
+        case v6([UInt8])   // 16 bytes, network order
+    }
+
+    public var address: Address
+    public var port: UInt16
+
+    public init(_ address: Address, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    public var family: Int32 {
+        switch address {
+        case .v4: return AF_INET
+        case .v6: return AF_INET6
+        }
+    }
+
+    /// Parses "1.2.3.4:80", "[::1]:80". Throws a message naming what is wrong.
+    public init(parsing text: String) throws(AddressParseError) {
+        guard let colon = text.lastIndex(of: ":") else {
+            throw AddressParseError("\"\(text)\" has no :PORT")
+        }
+        var host = String(text[..<colon])
+        let portText = text[text.index(after: colon)...]
+        guard let port = UInt16(portText), port != 0 else {
+            throw AddressParseError("\"\(text)\": port \"\(portText)\" is not 1...65535")
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+            guard let address = SocketAddress.parseIP(host), case .v6 = address else {
+                throw AddressParseError("\"\(text)\": \"\(host)\" is not an IPv6 address")
+            }
+            self.init(address, port: port)
+        } else {
+            guard let address = SocketAddress.parseIP(host), case .v4 = address else {
+                throw AddressParseError("\"\(text)\": \"\(host)\" is not an IPv4 address (write IPv6 as [addr]:port)")
+            }
+            self.init(address, port: port)
+        }
+    }
+
+    /// Parses a bare IPv4 or IPv6 address.
+    public static func parseIP(_ text: String) -> Address? {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            return .v4(withUnsafeBytes(of: &v4) { Array($0) })
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 {
+            return .v6(withUnsafeBytes(of: &v6) { Array($0) })
+        }
+        return nil
+    }
+
+    public var hostText: String {
+        switch address {
+        case .v4(let b): return "\(b[0]).\(b[1]).\(b[2]).\(b[3])"
+        case .v6(let b):
+            var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            var raw = in6_addr()
+            withUnsafeMutableBytes(of: &raw) { $0.copyBytes(from: b) }
+            inet_ntop(AF_INET6, &raw, &buffer, socklen_t(buffer.count))
+            return String(cString: buffer)
+        }
+    }
+
+    public var description: String {
+        switch address {
+        case .v4: return "\(hostText):\(port)"
+        case .v6: return "[\(hostText)]:\(port)"
+        }
+    }
+
+    /// Calls `body` with this address as a `sockaddr`.
+    public func withSockAddr<R, E: Error>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(E) -> R) throws(E) -> R {
+        switch address {
+        case .v4(let bytes):
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: bytes) }
+            return try withUnsafePointer(to: &sin) { (p) throws(E) -> R in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(E) -> R in try body(sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        case .v6(let bytes):
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: bytes) }
+            return try withUnsafePointer(to: &sin6) { (p) throws(E) -> R in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(E) -> R in try body(sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        }
+    }
+
+    /// Reads a `sockaddr_storage` filled by the kernel.
+    public init?(storage: sockaddr_storage) {
+        var storage = storage
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            let sin = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in.self) }
+            let bytes = withUnsafeBytes(of: sin.sin_addr) { Array($0) }
+            self.init(.v4(bytes), port: UInt16(bigEndian: sin.sin_port))
+        case AF_INET6:
+            let sin6 = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
+            let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
+            // Show IPv4-mapped peers of dual-stack sockets as IPv4.
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+                self.init(.v4(Array(bytes[12..<16])), port: UInt16(bigEndian: sin6.sin6_port))
+            } else {
+                self.init(.v6(bytes), port: UInt16(bigEndian: sin6.sin6_port))
+            }
+        default:
+            return nil
+        }
+    }
+}
+
+public struct AddressParseError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

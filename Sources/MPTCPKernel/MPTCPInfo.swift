@@ -1,0 +1,66 @@
+import CMPTCPNetlink
+import CLinuxShim
+import DataPlane
+import Glibc
+
+/// What MPTCP_INFO says about one MPTCP socket (a subset of struct mptcp_info, Linux 6.18).
+public struct MPTCPConnectionInfo: Equatable, Sendable {
+    /// All subflows, the initial one included (mptcpi_subflows_total).
+    public var subflowsTotal: Int
+    public var token: UInt32
+    public var fallback: Bool
+    public var remoteKeyReceived: Bool
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+    public var bytesRetransmitted: UInt64
+}
+
+/// The transport a proxied connection really got.
+public enum TransportKind: Equatable, Sendable, CustomStringConvertible {
+    /// MPTCP with `subflows` subflows (at the moment it was asked).
+    case mptcp(subflows: Int)
+    /// An MPTCP socket whose peer or path did not speak MPTCP: plain TCP underneath.
+    case fallback
+    /// A plain TCP socket.
+    case tcp
+
+    public var description: String {
+        switch self {
+        case .mptcp(let n): return "mptcp(\(n) subflow\(n == 1 ? "" : "s"))"
+        case .fallback: return "mptcp-fallback-tcp"
+        case .tcp: return "tcp"
+        }
+    }
+
+    public var subflows: Int {
+        if case .mptcp(let n) = self { return n }
+        return 1
+    }
+}
+
+extension Socket {
+    /// MPTCP_INFO, or nil where the kernel gives none: a plain TCP socket, or an MPTCP socket
+    /// that fell back to TCP (EOPNOTSUPP, see shared/reference/kernel-mptcp.md §3.4).
+    public func mptcpInfo() -> MPTCPConnectionInfo? {
+        var info = mpx_mptcp_info()
+        var length = socklen_t(MemoryLayout<mpx_mptcp_info>.size)
+        guard getsockopt(fd, MPX_SOL_MPTCP, MPX_MPTCP_INFO, &info, &length) == 0 else { return nil }
+        // A 6.1 kernel returns 48 bytes; subflows_total is then missing, count the extras + 1.
+        let total = length >= 81 ? Int(info.mptcpi_subflows_total) : Int(info.mptcpi_subflows) + 1
+        return MPTCPConnectionInfo(
+            subflowsTotal: total,
+            token: info.mptcpi_token,
+            fallback: info.mptcpi_flags & MPX_MPTCP_INFO_FLAG_FALLBACK != 0,
+            remoteKeyReceived: info.mptcpi_flags & MPX_MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED != 0,
+            bytesSent: info.mptcpi_bytes_sent,
+            bytesReceived: info.mptcpi_bytes_received,
+            bytesRetransmitted: info.mptcpi_bytes_retrans)
+    }
+
+    /// Which transport a connected socket ended up with.
+    public func transportKind() -> TransportKind {
+        guard transportProtocol() == MPX_IPPROTO_MPTCP else { return .tcp }
+        guard let info = mptcpInfo(), !info.fallback else { return .fallback }
+        return .mptcp(subflows: max(1, info.subflowsTotal))
+    }
+}
