@@ -1,0 +1,58 @@
+import ConvertProtocol
+import DataPlane
+import MPTCPKernel
+
+/// Why a proxied connection ended. One per connection, logged with its byte counts.
+public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
+    /// Both directions delivered their EOF.
+    case completed
+    case idleTimeout
+    case handshakeTimeout
+    /// The peer closed before the handshake finished.
+    case peerClosedDuringHandshake
+    /// The server refused the request (this end sent the error reply).
+    case rejected(ConvertProtocolError)
+    /// The server answered our request with an Error TLV.
+    case refusedByServer(ConvertErrorCode)
+    /// Connecting to the next hop failed.
+    case connectFailed(SystemError)
+    case ioError(SystemError)
+    /// The service shut down before the connection finished.
+    case shutdown
+
+    public var description: String {
+        switch self {
+        case .completed: return "completed"
+        case .idleTimeout: return "idle-timeout"
+        case .handshakeTimeout: return "handshake-timeout"
+        case .peerClosedDuringHandshake: return "peer-closed-during-handshake"
+        case .rejected(let error): return "rejected: \(error)"
+        case .refusedByServer(let code): return "refused-by-server: \(code) (\(code.rawValue))"
+        case .connectFailed(let error): return "connect-failed: \(error)"
+        case .ioError(let error): return "io-error: \(error)"
+        case .shutdown: return "shutdown"
+        }
+    }
+}
+
+/// The end of one proxied connection: what the log line and the tests see.
+public struct ConnectionRecord: Sendable, CustomStringConvertible {
+    public enum Role: String, Sendable { case client, server }
+
+    public var role: Role
+    /// The peer that connected to us: the LAN host (client) or the gateway (server).
+    public var peer: SocketAddress?
+    public var destination: String
+    public var keyID: String?
+    /// Bytes delivered towards the destination, and back towards the peer.
+    public var bytesUp: UInt64 = 0
+    public var bytesDown: UInt64 = 0
+    public var durationMilliseconds: UInt64 = 0
+    /// The MPTCP leg's transport, read from the kernel just before close.
+    public var transport: TransportKind = .tcp
+    public var reason: CloseReason = .completed
+
+    public var description: String {
+        "\(role) \(peer.map { "\($0)" } ?? "?") -> \(destination)\(keyID.map { " key=\($0)" } ?? "") up=\(bytesUp) down=\(bytesDown) duration=\(durationMilliseconds)ms transport=\(transport) subflows=\(transport.subflows) reason=\(reason)"
+    }
+}

@@ -1,0 +1,51 @@
+import ConvertProtocol
+import DataPlane
+import Logging
+
+/// One port forward: plain TCP accepted on `listen` goes to `destination` through the server.
+public struct Forward: Sendable, Equatable {
+    public var listen: SocketAddress
+    public var destination: SocketAddress
+
+    public init(listen: SocketAddress, destination: SocketAddress) {
+        self.listen = listen
+        self.destination = destination
+    }
+}
+
+/// Configuration of the gateway side (`mptcp-proxy client`).
+public struct ClientConfiguration: Sendable {
+    public var forwards: [Forward]
+    public var upstream: UpstreamEndpoint
+    public var timeouts = ConnectionTimeouts()
+    public var loops = LoopGroup.coreCount
+    public var namespace: NetworkNamespace?
+
+    public init(forwards: [Forward], upstream: UpstreamEndpoint) {
+        self.forwards = forwards
+        self.upstream = upstream
+    }
+}
+
+/// The converter on the gateway: accepts plain TCP and carries each connection over MPTCP.
+public enum ProxyClient {
+    public static func makeService(_ configuration: ClientConfiguration, logger: Logger,
+                                   onEnd: (@Sendable (ConnectionRecord) -> Void)? = nil) -> ProxyService {
+        let upstream = configuration.upstream
+        let specs = configuration.forwards.map { forward in
+            // LAN side is plain TCP: hosts behind the gateway know nothing of MPTCP.
+            ListenerSpec(address: forward.listen, options: ListenerOptions(mptcp: false)) { context, socket in
+                let connection = ClientConnection(context: context, inbound: socket, destination: forward.destination, upstream: upstream)
+                do {
+                    try connection.open()
+                    connection.begin()
+                } catch {
+                    context.logger.warning("accepted connection could not be registered: \(error)")
+                    connection.finish(.ioError(error as? SystemError ?? SystemError("register", errno: 0)), reset: true)
+                }
+            }
+        }
+        return ProxyService(name: "client", specs: specs, loops: configuration.loops, namespace: configuration.namespace,
+                            timeouts: configuration.timeouts, logger: logger, onEnd: onEnd)
+    }
+}

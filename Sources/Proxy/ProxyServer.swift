@@ -1,0 +1,48 @@
+import ConvertProtocol
+import DataPlane
+import Logging
+
+/// Configuration of the server endpoint (`mptcp-proxy server`).
+public struct ServerConfiguration: Sendable {
+    public var listen: [SocketAddress]
+    public var keys: [ClientKey]
+    /// Serve requests without a cookie. Off unless the operator says so explicitly.
+    public var allowUnauthenticated = false
+    public var timeouts = ConnectionTimeouts()
+    public var loops = LoopGroup.coreCount
+    public var fastOpenQueue: Int32 = 256
+    /// Seconds a cookie timestamp may differ from our clock.
+    public var maximumClockSkew: UInt64 = 60
+    public var namespace: NetworkNamespace?
+
+    public init(listen: [SocketAddress], keys: [ClientKey]) {
+        self.listen = listen
+        self.keys = keys
+    }
+}
+
+/// The server endpoint: terminates MPTCP (plain TCP clients are served too), checks the
+/// Convert request and its cookie, connects to the destination and relays.
+public enum ProxyServer {
+    public static func makeService(_ configuration: ServerConfiguration, logger: Logger,
+                                   onEnd: (@Sendable (ConnectionRecord) -> Void)? = nil) -> ProxyService {
+        let authenticator = ConvertAuthenticator(
+            keys: configuration.keys,
+            replayCache: ReplayCache(window: configuration.maximumClockSkew),
+            requireCookie: !configuration.allowUnauthenticated)
+        let specs = configuration.listen.map { address in
+            ListenerSpec(address: address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket in
+                let connection = ServerConnection(context: context, inbound: socket, authenticator: authenticator)
+                do {
+                    try connection.open()
+                    connection.begin()
+                } catch {
+                    context.logger.warning("accepted connection could not be registered: \(error)")
+                    connection.finish(.ioError(error as? SystemError ?? SystemError("register", errno: 0)), reset: true)
+                }
+            }
+        }
+        return ProxyService(name: "server", specs: specs, loops: configuration.loops, namespace: configuration.namespace,
+                            timeouts: configuration.timeouts, logger: logger, onEnd: onEnd)
+    }
+}

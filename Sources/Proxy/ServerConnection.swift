@@ -1,0 +1,165 @@
+import CLinuxShim
+import ConvertProtocol
+import DataPlane
+import Glibc
+import MPTCPKernel
+
+/// One connection accepted by the server endpoint: read and check the Convert request,
+/// connect to its destination, reply, then relay. Decisions are ServerHandshake's.
+final class ServerConnection: ProxiedConnection {
+    private var handshake: ServerHandshake
+    private var awaitingRead: Int?
+    private var connectTimer: LoopTimer?
+    /// Set while the error reply is out and we wait for the client's EOF (see `drainThenClose`).
+    private var drainingReason: CloseReason?
+
+    init(context: ConnectionContext, inbound: Socket, authenticator: ConvertAuthenticator) {
+        handshake = ServerHandshake(authenticator: authenticator)
+        super.init(context: context, inbound: inbound, role: .server)
+    }
+
+    override var mptcpLeg: Socket? { inbound }
+
+    func begin() {
+        perform(handshake.start())
+    }
+
+    private func perform(_ action: ServerHandshake.Action) {
+        var next: ServerHandshake.Action? = action
+        while let action = next, !isClosed {
+            next = nil
+            switch action {
+            case .read(let limit):
+                awaitingRead = limit
+                next = readRequest()
+            case .connect(let destination):
+                awaitingRead = nil
+                record.destination = "\(destination)"
+                record.keyID = handshake.keyID
+                next = dial(destination)
+            case .send(let bytes):
+                do {
+                    if try send(bytes, on: inbound) { next = handshake.replySent() }
+                } catch {
+                    finish(.ioError(error), reset: true)
+                }
+            case .startRelay:
+                startRelay()
+            case .close(let reason):
+                if case .rejected(let error) = reason, error.code.rawValue < 96 {
+                    // The request itself was refused: say which rule it broke.
+                    context.logger.notice("rejected request from \(record.peer.map { "\($0)" } ?? "?"): \(error)")
+                }
+                if case .rejected = reason {
+                    drainThenClose(reason)
+                } else {
+                    finish(reason, reset: true)
+                }
+            }
+        }
+    }
+
+    private func readRequest() -> ServerHandshake.Action? {
+        guard let limit = awaitingRead else { return nil }
+        do {
+            switch try read(upTo: limit, from: inbound) {
+            case .wouldBlock: return nil
+            case .endOfStream: return handshake.peerClosed()
+            case .bytes(let bytes): return handshake.received(bytes, now: unixSeconds())
+            }
+        } catch {
+            finish(.ioError(error), reset: true)
+            return nil
+        }
+    }
+
+    private func dial(_ destination: ConvertDestination) -> ServerHandshake.Action? {
+        let address: SocketAddress
+        if let v4 = destination.ipv4 {
+            address = SocketAddress(.v4(v4), port: destination.port)
+        } else {
+            address = SocketAddress(.v6(destination.address), port: destination.port)
+        }
+        do {
+            let (socket, _) = try Socket.makeStream(family: address.family, mptcp: false)
+            outbound = socket
+            try loop.register(socket.fd, events: EventLoop.streamEvents, handler: self)
+            socket.setNoDelay()
+            if try socket.connect(to: address) { return handshake.connectFinished(errno: 0) }
+            let timer = LoopTimer { [weak self] in
+                guard let self, !isClosed, case .connecting = handshake.state else { return }
+                perform(handshake.connectFinished(errno: ETIMEDOUT))
+            }
+            connectTimer = timer
+            loop.arm(timer, after: timeouts.connect)
+            return nil
+        } catch {
+            return handshake.connectFinished(errno: error.errno)
+        }
+    }
+
+    /// After an error reply: send FIN and discard what the client still sends until its EOF
+    /// (at most one second). Closing at once with unread bytes would send a RST that can
+    /// overtake the reply, and the client would never learn why it was refused.
+    private func drainThenClose(_ reason: CloseReason) {
+        drainingReason = reason
+        inbound.shutdownWrite()
+        if let outbound {
+            loop.deregister(outbound.fd)
+            outbound.close()
+            self.outbound = nil
+        }
+        let timer = LoopTimer { [weak self] in self?.finish(reason, reset: true) }
+        connectTimer = timer
+        loop.arm(timer, after: 1_000)
+        discardUntilEOF()
+    }
+
+    private func discardUntilEOF() {
+        guard let reason = drainingReason else { return }
+        while !isClosed {
+            do {
+                switch try read(upTo: 65536, from: inbound) {
+                case .wouldBlock: return
+                case .endOfStream: finish(reason)
+                case .bytes: continue
+                }
+            } catch {
+                finish(reason, reset: true)
+            }
+        }
+    }
+
+    override func handshakeDeadlinePassed() {
+        guard !isClosed else { return }
+        perform(handshake.timedOut())
+    }
+
+    override func handleEvents(_ events: UInt32, fd: Int32) {
+        if drainingReason != nil {
+            if fd == inbound.fd { discardUntilEOF() }
+            return
+        }
+        switch handshake.state {
+        case .readingRequest:
+            if fd == inbound.fd, let action = readRequest() { perform(action) }
+        case .connecting:
+            if let outbound, fd == outbound.fd, events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 {
+                connectTimer?.cancel()
+                perform(handshake.connectFinished(errno: outbound.pendingError()))
+            }
+        case .replyingSuccess, .replyingError:
+            if fd == inbound.fd {
+                do {
+                    if try flushSend(on: inbound) { perform(handshake.replySent()) }
+                } catch {
+                    finish(.ioError(error), reset: true)
+                }
+            }
+        case .relaying:
+            pumpRelay()
+        case .closed:
+            break
+        }
+    }
+}
