@@ -54,6 +54,7 @@ class ProxiedConnection: EventHandler {
     private let startedAt: UInt64
     private var lastActivity: UInt64 = 0
     private var relayScheduled = false
+    private var sampledAtFirstEOF = false
     private(set) var isClosed = false
     private lazy var handshakeTimer = LoopTimer { [weak self] in self?.handshakeDeadlinePassed() }
     private lazy var idleTimer = LoopTimer { [weak self] in self?.idleCheck() }
@@ -138,6 +139,11 @@ class ProxiedConnection: EventHandler {
             let (progress, moved) = try current.pump(pipes: loop.pipes)
             relay = current
             if moved { lastActivity = loop.now }
+            if !sampledAtFirstEOF && (current.upstream.finished || current.downstream.finished) {
+                // Subflows close with the connection, so count them while it is still whole.
+                sampledAtFirstEOF = true
+                sampleTransport()
+            }
             switch progress {
             case .finished:
                 finish(.completed)
@@ -175,6 +181,15 @@ class ProxiedConnection: EventHandler {
     /// The MPTCP leg of this connection (read for the end record before closing).
     var mptcpLeg: Socket? { nil }
 
+    /// Keeps the most subflows the kernel has reported for the MPTCP leg.
+    private func sampleTransport() {
+        guard let leg = mptcpLeg else { return }
+        let now = leg.transportKind()
+        if case .mptcp(let seen) = record.transport, now.subflows <= seen { return }
+        if record.transport == .fallback && now == .tcp { return }
+        record.transport = now
+    }
+
     /// Ends the connection once: logs its record, closes both sockets (with a reset when
     /// `reset`, so peers see a failure rather than a clean end), returns its pipes.
     func finish(_ reason: CloseReason, reset: Bool = false, resetInbound: Bool? = nil) {
@@ -188,7 +203,7 @@ class ProxiedConnection: EventHandler {
             record.bytesUp += relay.upstream.bytesDelivered
             record.bytesDown += relay.downstream.bytesDelivered
         }
-        if let leg = mptcpLeg { record.transport = leg.transportKind() }
+        sampleTransport()
         relay?.release(pipes: loop.pipes)
         relay = nil
         for socket in [inbound, outbound].compactMap({ $0 }) {

@@ -69,6 +69,12 @@ public final class ProxyService: @unchecked Sendable {
         }
     }
 
+    /// The addresses actually bound (a port 0 in the configuration becomes the kernel's choice;
+    /// give such services one loop, since each loop binds its own listener).
+    public var boundAddresses: [SocketAddress] {
+        listeners.first?.compactMap { $0.socket.localAddress() } ?? []
+    }
+
     private func listenersClose(on loop: EventLoop) {
         guard loop.index < listeners.count else { return }
         listeners[loop.index].forEach { $0.close() }

@@ -1,0 +1,263 @@
+import Crypto
+import DataPlane
+import Foundation
+import Glibc
+
+/// Deterministic bytes: both ends of a transfer generate the same stream from a seed, so the
+/// receiver can check every byte without the sender shipping a copy.
+public struct PatternStream {
+    private var state: UInt64
+
+    public init(seed: UInt64) {
+        state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    }
+
+    public mutating func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        var index = 0
+        while index < buffer.count {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            var word = state
+            let n = min(8, buffer.count - index)
+            withUnsafeBytes(of: &word) { bytes in
+                for i in 0..<n { buffer[index + i] = bytes[i] }
+            }
+            index += n
+        }
+    }
+
+    /// SHA-256 of the first `count` bytes of the stream for `seed`.
+    public static func digest(seed: UInt64, count: Int) -> [UInt8] {
+        var stream = PatternStream(seed: seed)
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var remaining = count
+        while remaining > 0 {
+            let n = min(remaining, buffer.count)
+            buffer.withUnsafeMutableBytes { stream.fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<n])) }
+            hasher.update(data: buffer[0..<n])
+            remaining -= n
+        }
+        return Array(hasher.finalize())
+    }
+}
+
+public struct TrafficError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Blocking socket helpers for test traffic, on threads inside testbed namespaces.
+public enum BlockingSocket {
+    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10) throws -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let result = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+        if result != 0 {
+            let error = errno
+            close(fd)
+            throw SystemError("connect(\(address))", errno: error)
+        }
+        return fd
+    }
+
+    public static func listen(on address: SocketAddress, mptcp: Bool = false) throws -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), mptcp ? 262 : 0)
+        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard address.withSockAddr({ bind(fd, $0, $1) }) == 0 else {
+            let error = errno
+            close(fd)
+            throw SystemError("bind(\(address))", errno: error)
+        }
+        guard Glibc.listen(fd, 1024) == 0 else { throw SystemError("listen", errno: errno) }
+        return fd
+    }
+
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < buffer.count {
+            let n = send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("send", errno: errno)
+            }
+            offset += n
+        }
+    }
+
+    /// Reads exactly `count` bytes (or throws on EOF first).
+    public static func readExactly(_ fd: Int32, _ count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var offset = 0
+        while offset < count {
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + offset, count - offset, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("recv", errno: errno)
+            }
+            if n == 0 { throw TrafficError("EOF after \(offset) of \(count) bytes") }
+            offset += n
+        }
+        return out
+    }
+}
+
+/// The result of one checked transfer through the proxy chain.
+public struct TransferResult: Sendable {
+    public var uploaded: Int
+    public var downloaded: Int
+    public var uploadSeconds: Double
+    public var downloadSeconds: Double
+    /// Longest time between two reads that returned data (the download direction).
+    public var longestReadGapMilliseconds: Double
+}
+
+/// The origin side of checked transfers ("hash service"): for each connection it reads an
+/// 16-byte header (download length, seed), then the upload until EOF while hashing it, then
+/// sends the upload's SHA-256 and `download length` pattern bytes, then closes. The client
+/// checks both, so every byte in both directions is verified, and the upload only ends with a
+/// half-close: a proxy that loses half-close fails this.
+public final class HashServer: @unchecked Sendable {
+    private let listenFD: Int32
+    private var acceptThread: OSThread?
+    private let lock = NSLock()
+    private var workers: [OSThread] = []
+    private var stopped = false
+    public private(set) var connections = 0
+
+    public init(namespace: NetworkNamespace?, address: SocketAddress, mptcp: Bool = false) throws {
+        listenFD = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address, mptcp: mptcp) }
+        acceptThread = OSThread(name: "hash-accept") { [self] in acceptLoop() }
+    }
+
+    private func acceptLoop() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return  // listener closed by stop()
+            }
+            lock.lock()
+            if stopped { lock.unlock(); close(fd); return }
+            connections += 1
+            workers.append(OSThread(name: "hash-conn") { HashServer.serve(fd) })
+            lock.unlock()
+        }
+    }
+
+    static func serve(_ fd: Int32) {
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard let header = try? BlockingSocket.readExactly(fd, 16) else { return }
+        let downloadLength = header[0..<8].reduce(0) { $0 << 8 | Int($1) }
+        let seed = header[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { if n < 0 { return }; break }
+            hasher.update(data: buffer[0..<n])
+        }
+        let digest = Array(hasher.finalize())
+        do {
+            try digest.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+            var stream = PatternStream(seed: seed &+ 1)
+            var remaining = downloadLength
+            while remaining > 0 {
+                let n = min(remaining, buffer.count)
+                try buffer.withUnsafeMutableBytes { raw in
+                    let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
+                    stream.fill(chunk)
+                    try BlockingSocket.writeAll(fd, UnsafeRawBufferPointer(chunk))
+                }
+                remaining -= n
+            }
+        } catch {
+            return
+        }
+    }
+
+    public func stop() {
+        lock.lock()
+        stopped = true
+        lock.unlock()
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        close(listenFD)
+        acceptThread?.join()
+        lock.lock()
+        let all = workers
+        lock.unlock()
+        all.forEach { $0.join() }
+    }
+
+    /// One checked transfer: upload `upload` pattern bytes, half-close, then read and verify
+    /// the digest of the upload and `download` pattern bytes.
+    public static func transfer(to address: SocketAddress, upload: Int, download: Int, seed: UInt64,
+                                timeoutSeconds: Int = 60) throws -> TransferResult {
+        let fd = try BlockingSocket.connect(to: address, timeoutSeconds: timeoutSeconds)
+        defer { close(fd) }
+        var header = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            header[i] = UInt8(truncatingIfNeeded: UInt64(download) >> UInt64(56 - 8 * i))
+            header[8 + i] = UInt8(truncatingIfNeeded: seed >> UInt64(56 - 8 * i))
+        }
+        let started = Date()
+        try header.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+        var stream = PatternStream(seed: seed)
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var remaining = upload
+        while remaining > 0 {
+            let n = min(remaining, buffer.count)
+            try buffer.withUnsafeMutableBytes { raw in
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
+                stream.fill(chunk)
+                try BlockingSocket.writeAll(fd, UnsafeRawBufferPointer(chunk))
+            }
+            hasher.update(data: buffer[0..<n])
+            remaining -= n
+        }
+        // Half-close: the reply must still arrive in full.
+        shutdown(fd, Int32(SHUT_WR))
+        let echoed = try BlockingSocket.readExactly(fd, 32)
+        let uploadSeconds = Date().timeIntervalSince(started)
+        guard echoed == Array(hasher.finalize()) else {
+            throw TrafficError("upload of \(upload) bytes arrived corrupted: SHA-256 differs at the origin")
+        }
+        let downloadStarted = Date()
+        var downloadHasher = SHA256()
+        var received = 0
+        var lastRead = Date()
+        var longestGap = 0.0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("recv after \(received) of \(download) download bytes", errno: errno)
+            }
+            if n == 0 { break }
+            let now = Date()
+            if received > 0 { longestGap = max(longestGap, now.timeIntervalSince(lastRead) * 1000) }
+            lastRead = now
+            downloadHasher.update(data: buffer[0..<n])
+            received += n
+        }
+        guard received == download else {
+            throw TrafficError("download ended after \(received) of \(download) bytes")
+        }
+        guard Array(downloadHasher.finalize()) == PatternStream.digest(seed: seed &+ 1, count: download) else {
+            throw TrafficError("download of \(download) bytes arrived corrupted: SHA-256 differs")
+        }
+        return TransferResult(uploaded: upload, downloaded: download, uploadSeconds: uploadSeconds,
+                              downloadSeconds: Date().timeIntervalSince(downloadStarted), longestReadGapMilliseconds: longestGap)
+    }
+}

@@ -1,0 +1,124 @@
+import ConvertProtocol
+import DataPlane
+import Glibc
+import Logging
+import Proxy
+import Synchronization
+import TestSupport
+import Testing
+
+/// Whether the kernel tests run here; prints the reason loudly when they are skipped.
+let kernelTestsEnabled: Bool = {
+    guard let reason = KernelTestGate.unavailableReason else { return true }
+    if KernelTestGate.mustRun {
+        print("CI=true: running kernel tests although \(reason); they will fail")
+        return true
+    }
+    print("⚠️  SKIPPING kernel tests: \(reason)")
+    return false
+}()
+
+/// Thread-safe list of connection end records.
+final class RecordLog: Sendable {
+    private let records = Mutex<[ConnectionRecord]>([])
+    func append(_ record: ConnectionRecord) { records.withLock { $0.append(record) } }
+    var all: [ConnectionRecord] { records.withLock { $0 } }
+
+    /// Waits (bounded) until `count` records are in.
+    func wait(for count: Int, seconds: Double = 10) -> [ConnectionRecord] {
+        let deadline = monotonicMilliseconds() + UInt64(seconds * 1000)
+        while all.count < count && monotonicMilliseconds() < deadline { usleep(10_000) }
+        return all
+    }
+}
+
+/// The full chain on the testbed: hash server on origin, proxy server on vps, proxy client on
+/// gw with a forward from 10.10.0.1:8080 to the origin's port 9000. Torn down by `stop()`.
+final class ProxyChain {
+    static let key = ClientKey(id: "gw-test", secret: Array(0..<32))
+    static let forwardPort: UInt16 = 8080
+    static let originPort: UInt16 = 9000
+    static let serverPort: UInt16 = 4443
+
+    let testbed: Testbed
+    let origin: HashServer
+    let server: ProxyService
+    let client: ProxyService
+    let serverRecords = RecordLog()
+    let clientRecords = RecordLog()
+
+    /// - Parameters:
+    ///   - clientKey: the key the client signs with (a wrong one for the auth tests).
+    ///   - destinationPort: where the forward points (a closed port for the refusal test).
+    ///   - beforeStart: runs after the testbed is up, before the services start.
+    init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
+         destinationPort: UInt16 = ProxyChain.originPort, beforeStart: (Testbed) throws -> Void = { _ in }) throws {
+        testbed = try Testbed(rates: rates)
+        do {
+            try beforeStart(testbed)
+            origin = try HashServer(namespace: testbed.namespace(.origin), address: try SocketAddress(parsing: "\(Testbed.originAddress):\(ProxyChain.originPort)"))
+        } catch {
+            testbed.down()
+            throw error
+        }
+        var logger = Logger(label: "e2e")
+        logger.logLevel = .notice
+        var serverConfig = ServerConfiguration(listen: [try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)")], keys: [ProxyChain.key])
+        serverConfig.namespace = testbed.namespace(.vps)
+        serverConfig.loops = 2
+        server = ProxyServer.makeService(serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
+        var clientConfig = ClientConfiguration(
+            forwards: [Forward(listen: try SocketAddress(parsing: "\(Testbed.gatewayLANAddress):\(ProxyChain.forwardPort)"),
+                               destination: try SocketAddress(parsing: "\(Testbed.originAddress):\(destinationPort)"))],
+            upstream: UpstreamEndpoint(server: try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)"), key: clientKey))
+        clientConfig.namespace = testbed.namespace(.gw)
+        clientConfig.loops = 2
+        client = ProxyClient.makeService(clientConfig, logger: logger, onEnd: { [clientRecords] in clientRecords.append($0) })
+        do {
+            try server.start()
+            try client.start()
+        } catch {
+            origin.stop()
+            server.shutdown(drainTimeout: 0)
+            testbed.down()
+            throw error
+        }
+    }
+
+    var forwardAddress: SocketAddress {
+        try! SocketAddress(parsing: "\(Testbed.gatewayLANAddress):\(ProxyChain.forwardPort)")
+    }
+
+    /// One checked transfer from the LAN host through the chain.
+    func transfer(upload: Int, download: Int, seed: UInt64 = 1) throws -> TransferResult {
+        let address = forwardAddress
+        return try OSThread.run(in: testbed.namespace(.lan)) {
+            try HashServer.transfer(to: address, upload: upload, download: download, seed: seed)
+        }
+    }
+
+    /// Bytes each gw path interface has sent so far (from the kernel's counters).
+    func pathTransmitBytes() throws -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for path in ["wifi", "eth", "cell"] {
+            let text = try testbed.exec(.gw, ["cat", "/sys/class/net/\(path)/statistics/tx_bytes"])
+            result[path] = UInt64(text.filter { $0.isNumber }) ?? 0
+        }
+        return result
+    }
+
+    func stop() {
+        client.shutdown(drainTimeout: 1_000)
+        server.shutdown(drainTimeout: 1_000)
+        origin.stop()
+        testbed.down()
+    }
+}
+
+/// Runs `body` with a chain that is always torn down, even when `body` throws.
+func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
+                  beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
+    let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, beforeStart: beforeStart)
+    defer { chain.stop() }
+    return try body(chain)
+}

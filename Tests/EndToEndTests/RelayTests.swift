@@ -1,0 +1,152 @@
+import ConvertProtocol
+import DataPlane
+import Glibc
+import MPTCPKernel
+import Proxy
+import TestSupport
+import Testing
+
+@Suite("End to end on the testbed", .serialized, .enabled(if: kernelTestsEnabled, "needs root, netns and MPTCP"))
+struct RelayTests {
+    @Test("bulk transfer both ways, every byte checked, over all three paths")
+    func bulkTransferUsesAllPaths() throws {
+        try withChain { chain in
+            let before = try chain.pathTransmitBytes()
+            let size = 12 << 20
+            let result = try chain.transfer(upload: size, download: size)
+            let after = try chain.pathTransmitBytes()
+            #expect(result.uploaded == size && result.downloaded == size)
+            let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
+            let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
+            #expect(clientRecord.reason == .completed)
+            #expect(serverRecord.reason == .completed)
+            #expect(serverRecord.keyID == ProxyChain.key.id)
+            // Byte counts as the relays saw them (plus the 16-byte header and 32-byte digest).
+            #expect(clientRecord.bytesUp == UInt64(size + 16))
+            #expect(clientRecord.bytesDown == UInt64(size + 32))
+            #expect(serverRecord.bytesUp == UInt64(size + 16))
+            // Subflows as the kernel reported them on each end of the MPTCP leg.
+            #expect(clientRecord.transport == .mptcp(subflows: 3), "client leg: \(clientRecord.transport)")
+            #expect(serverRecord.transport == .mptcp(subflows: 3), "server leg: \(serverRecord.transport)")
+            // And each path really carried a share of the upload (interface counters on gw).
+            for path in ["wifi", "eth", "cell"] {
+                let sent = after[path]! - before[path]!
+                #expect(sent > UInt64(size / 10), "path \(path) sent only \(sent) bytes of a \(size)-byte upload")
+            }
+            print("bulk: upload \(String(format: "%.1f", Double(size) * 8 / result.uploadSeconds / 1e6)) Mbit/s, download \(String(format: "%.1f", Double(size) * 8 / result.downloadSeconds / 1e6)) Mbit/s, per-path tx \(after.mapValues { $0 }) - \(before)")
+        }
+    }
+
+    @Test("200 concurrent connections, each checked both ways")
+    func manyConcurrentConnections() throws {
+        try withChain(rates: .init(wifi: "400mbit", eth: "300mbit", cell: "200mbit")) { chain in
+            let count = 200
+            let address = chain.forwardAddress
+            let failures = RecordFailures()
+            let threads = (0..<count).map { index in
+                OSThread(name: "lan-\(index)", namespace: chain.testbed.namespace(.lan)) {
+                    do {
+                        _ = try HashServer.transfer(to: address, upload: 64 * 1024 + index, download: 32 * 1024 + index, seed: UInt64(index))
+                    } catch {
+                        failures.add("connection \(index): \(error)")
+                    }
+                }
+            }
+            threads.forEach { $0.join() }
+            #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
+            let records = chain.clientRecords.wait(for: count)
+            #expect(records.count == count)
+            #expect(records.allSatisfy { $0.reason == .completed })
+            #expect(chain.origin.connections == count)
+        }
+    }
+
+    @Test("half-close: the client shuts down its write side and still reads the whole reply")
+    func halfCloseIsForwarded() throws {
+        try withChain(rates: .init(wifi: "400mbit", eth: "300mbit", cell: "200mbit")) { chain in
+            // The origin only answers after it has read EOF, so this works only if the FIN is relayed.
+            let result = try chain.transfer(upload: 3 << 20, download: 5 << 20, seed: 7)
+            #expect(result.downloaded == 5 << 20)
+            let record = try #require(chain.clientRecords.wait(for: 1).first)
+            #expect(record.reason == .completed)
+        }
+    }
+
+    @Test("a refused destination resets the LAN connection and reports Connection Reset")
+    func refusedDestination() throws {
+        try withChain(destinationPort: 9999) { chain in
+            let address = chain.forwardAddress
+            let outcome = try OSThread.run(in: chain.testbed.namespace(.lan)) { () -> Int32 in
+                let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
+                defer { close(fd) }
+                var byte: UInt8 = 0
+                let n = recv(fd, &byte, 1, 0)
+                return n < 0 ? errno : 0
+            }
+            #expect(outcome == ECONNRESET, "LAN host saw errno \(outcome), expected ECONNRESET")
+            let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
+            #expect(clientRecord.reason == .refusedByServer(.connectionReset))
+            let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
+            guard case .rejected(let error) = serverRecord.reason else {
+                Issue.record("server record: \(serverRecord.reason)")
+                return
+            }
+            #expect(error.code == .connectionReset)
+        }
+    }
+
+    @Test("a wrong key is refused with Not Authorized and nothing is relayed")
+    func wrongKeyIsRefused() throws {
+        let impostor = ClientKey(id: ProxyChain.key.id, secret: Array(repeating: 7, count: 32))
+        try withChain(clientKey: impostor) { chain in
+            let address = chain.forwardAddress
+            let outcome = try OSThread.run(in: chain.testbed.namespace(.lan)) { () -> Int32 in
+                let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
+                defer { close(fd) }
+                var byte: UInt8 = 0
+                let n = recv(fd, &byte, 1, 0)
+                return n < 0 ? errno : 0
+            }
+            #expect(outcome == ECONNRESET)
+            let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
+            #expect(clientRecord.reason == .refusedByServer(.notAuthorized))
+            let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
+            guard case .rejected(let error) = serverRecord.reason else {
+                Issue.record("server record: \(serverRecord.reason)")
+                return
+            }
+            #expect(error.code == .notAuthorized)
+            #expect(error.reason.contains("MAC does not match"))
+            #expect(chain.origin.connections == 0, "the origin must never see an unauthenticated client")
+        }
+    }
+
+    @Test("MPTCP disabled on the server host: the connection falls back to TCP and still works")
+    func fallbackToPlainTCP() throws {
+        try withChain(beforeStart: { testbed in
+            try testbed.exec(.vps, ["sysctl", "-qw", "net.mptcp.enabled=0"])
+        }) { chain in
+            let result = try chain.transfer(upload: 1 << 20, download: 1 << 20)
+            #expect(result.downloaded == 1 << 20)
+            let record = try #require(chain.clientRecords.wait(for: 1).first)
+            #expect(record.transport == .fallback, "client leg: \(record.transport)")
+            #expect(record.reason == .completed)
+        }
+    }
+}
+
+final class RecordFailures: @unchecked Sendable {
+    private var items: [String] = []
+    private var lock = pthread_mutex_t()
+    init() { pthread_mutex_init(&lock, nil) }
+    func add(_ item: String) {
+        pthread_mutex_lock(&lock)
+        items.append(item)
+        pthread_mutex_unlock(&lock)
+    }
+    var all: [String] {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return items
+    }
+}
