@@ -8,7 +8,7 @@ public struct ConvertFrameReader: Sendable {
 
     /// How many bytes to read next (at most).
     public var bytesNeeded: Int {
-        (total ?? ConvertWire.headerLength) - received.count
+        max(0, (total ?? ConvertWire.headerLength) - received.count)
     }
 
     /// Adds bytes; returns the whole message once complete. Throws as soon as the fixed
@@ -19,6 +19,7 @@ public struct ConvertFrameReader: Sendable {
             total = try ConvertMessage.expectedLength(prefix: received)
         }
         guard let total, received.count >= total else { return nil }
-        return received
+        // Callers read exactly `bytesNeeded`; anything beyond the message is not ours.
+        return Array(received.prefix(total))
     }
 }
