@@ -1,0 +1,101 @@
+import ConvertProtocol
+import DataPlane
+import Glibc
+import Testing
+
+@Suite("Server against bad input (loopback)", .serialized)
+struct ServerBadInputTests {
+    @Test("wrong version, bad magic, unknown TLV, duplicate TLV, bad length: the right Error TLV each")
+    func malformedRequests() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        let connect = try ConvertMessage([.connect(h.destination(port: h.originAddress.port), tcpOptions: [])]).encoded()
+        var unknown = connect
+        unknown[4] = 99
+        var duplicated = connect + connect[4...]
+        duplicated[1] = UInt8(duplicated.count / 4)
+        var badLength = connect
+        badLength[5] = 9
+        let cases: [([UInt8], ConvertErrorCode)] = [
+            ([2, 1, 0x22, 0x63], .unsupportedVersion),
+            ([1, 1, 0x12, 0x34], .malformedMessage),
+            (unknown, .unsupportedMessage),
+            (duplicated, .malformedMessage),
+            (badLength, .malformedMessage),
+            (connect, .missingCookie),
+        ]
+        for (bytes, code) in cases {
+            let (reply, _) = try h.exchange(bytes)
+            #expect(h.errorCode(in: reply) == code, "sent \(bytes.prefix(8)): got \(reply)")
+        }
+    }
+
+    @Test("a replayed request is refused; a bad cookie is refused; nothing reaches the origin")
+    func replayAndBadCookie() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let first = try h.exchange(request, halfClose: true)
+        #expect(first.reply == (try ConvertMessage.success.encoded()))
+        let replay = try h.exchange(request)
+        #expect(h.errorCode(in: replay.reply) == .notAuthorized)
+        let wrong = ClientKey(id: "gw", secret: Array(repeating: 6, count: 32))
+        let forged = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: wrong, timestamp: unixSeconds())
+        #expect(h.errorCode(in: try h.exchange(forged).reply) == .notAuthorized)
+        let stale = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds() - 3600)
+        #expect(h.errorCode(in: try h.exchange(stale).reply) == .notAuthorized)
+        // Only the one authenticated request was connected to the origin.
+        var pending = pollfd(fd: h.origin, events: Int16(POLLIN), revents: 0)
+        var accepted = 0
+        while poll(&pending, 1, 100) > 0 {
+            let fd = accept(h.origin, nil, nil)
+            if fd >= 0 { accepted += 1; close(fd) }
+        }
+        #expect(accepted == 1)
+    }
+
+    @Test("truncated request then EOF: closed without relaying")
+    func truncated() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let result = try h.exchange(Array(request.prefix(10)), halfClose: true)
+        #expect(result.reply.isEmpty)
+        #expect(result.closedAfter < 400)
+    }
+
+    @Test("slowloris: a request trickled slower than the deadline is cut off at the deadline")
+    func slowloris() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        #expect(h.address.withSockAddr { connect(fd, $0, $1) } == 0)
+        let start = monotonicMilliseconds()
+        var closedAt: UInt64?
+        for byte in request {
+            var b = byte
+            if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) < 0 { closedAt = monotonicMilliseconds(); break }
+            var probe = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&probe, 1, 100) > 0 {
+                var sink: UInt8 = 0
+                if recv(fd, &sink, 1, Int32(MSG_DONTWAIT)) <= 0 { closedAt = monotonicMilliseconds(); break }
+            }
+        }
+        let elapsed = Double((closedAt ?? monotonicMilliseconds()) - start)
+        #expect(closedAt != nil, "the server never closed a trickled request")
+        #expect(elapsed >= 350 && elapsed < 1_500, "closed after \(elapsed) ms; the deadline is 400 ms")
+        let reasons = h.records.reasons
+        #expect(reasons.contains(.handshakeTimeout))
+    }
+
+    @Test("plain TCP client of the MPTCP listener is served (no MPTCP needed on the client)")
+    func plainTCPClientServed() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let result = try h.exchange(request, halfClose: true)
+        #expect(result.reply == (try ConvertMessage.success.encoded()))
+    }
+}
