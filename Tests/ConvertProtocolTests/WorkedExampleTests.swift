@@ -1,0 +1,21 @@
+import ConvertProtocol
+import Testing
+
+/// The worked example of docs/protocol.md, byte for byte: if the wire format changes, this
+/// fails and the document must change with it.
+@Suite("docs/protocol.md worked example")
+struct WorkedExampleTests {
+    @Test("signed request for 198.51.100.2:80 with key gw-1")
+    func workedExample() throws {
+        let key = ClientKey(id: "gw-1", secret: Array(0..<32))
+        let raw = try ConvertMessage.signedRequest(
+            to: ConvertDestination(ipv4: (198, 51, 100, 2), port: 80), key: key,
+            timestamp: 1_795_000_000, nonce: Array(0xa0..<0xb0))
+        let hex = raw.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        #expect(hex == Self.expected, "\(hex)")
+    }
+
+    static let expected = "01172263" + "0a050050" + "00000000000000000000ffffc6336402"
+        + "16110000" + "0104" + "67772d31" + "000000006afd86c0" + "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+        + "0894a030bcd36b26601052f4e964733685786a4a34593d60fceb892782405134" + "0000"
+}
