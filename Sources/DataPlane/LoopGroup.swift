@@ -7,6 +7,9 @@ public final class LoopGroup: @unchecked Sendable {
 
     public init(count: Int, name: String, namespace: NetworkNamespace? = nil, pipeSize: Int = 1 << 20) throws {
         precondition(count > 0)
+        // splice(2) into a socket whose peer has gone raises SIGPIPE (it has no MSG_NOSIGNAL);
+        // the relay handles EPIPE itself, so the signal must not kill the process.
+        signal(SIGPIPE, SIG_IGN)
         if let namespace {
             // Fail here, with the reason, rather than on a loop thread later.
             try OSThread.run(in: namespace) {}

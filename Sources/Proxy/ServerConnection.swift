@@ -38,6 +38,10 @@ final class ServerConnection: ProxiedConnection {
                 record.keyID = handshake.keyID
                 next = dial(destination)
             case .send(let bytes):
+                guard peerFullyEstablished() else {
+                    deferReply(bytes)
+                    return
+                }
                 do {
                     if try send(bytes, on: inbound) { next = handshake.replySent() }
                 } catch {
@@ -58,6 +62,35 @@ final class ServerConnection: ProxiedConnection {
             }
         }
     }
+
+    /// Whether the MPTCP handshake has finished (the client's key arrived with its third ACK).
+    /// Measured on Linux 6.18: a reply written to a TCP-Fast-Open-accepted MPTCP socket before
+    /// that sat in the send queue and was never transmitted (the client waited out its
+    /// handshake deadline). Writing only after the key has arrived avoids it; sockets accepted
+    /// without TFO, and plain TCP ones, are established at accept already.
+    private func peerFullyEstablished() -> Bool {
+        guard inbound.transportProtocol() == MPX_IPPROTO_MPTCP, let info = inbound.mptcpInfo() else { return true }
+        return info.remoteKeyReceived || info.fallback
+    }
+
+    private var replyRetryDelay: UInt64 = 1
+    private var replyTimer: LoopTimer?
+
+    /// Retries the reply shortly (the client's ACK is at most one round trip away); the
+    /// handshake deadline still bounds the wait.
+    private func deferReply(_ bytes: [UInt8]) {
+        let timer = replyTimer ?? LoopTimer { [weak self] in
+            guard let self, !isClosed, let pending = pendingReply else { return }
+            pendingReply = nil
+            perform(.send(pending))
+        }
+        replyTimer = timer
+        pendingReply = bytes
+        loop.arm(timer, after: replyRetryDelay)
+        replyRetryDelay = min(replyRetryDelay * 2, 50)
+    }
+
+    private var pendingReply: [UInt8]?
 
     private func readRequest() -> ServerHandshake.Action? {
         guard let limit = awaitingRead else { return nil }
@@ -149,7 +182,9 @@ final class ServerConnection: ProxiedConnection {
                 perform(handshake.connectFinished(errno: outbound.pendingError()))
             }
         case .replyingSuccess, .replyingError:
-            if fd == inbound.fd {
+            // Only a reply that is partly written is ours to flush here; a deferred one
+            // (see `deferReply`) goes out from its timer.
+            if fd == inbound.fd, hasPendingSend {
                 do {
                     if try flushSend(on: inbound) { perform(handshake.replySent()) }
                 } catch {

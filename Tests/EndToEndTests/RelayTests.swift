@@ -33,7 +33,54 @@ struct RelayTests {
                 let sent = after[path]! - before[path]!
                 #expect(sent > UInt64(size / 10), "path \(path) sent only \(sent) bytes of a \(size)-byte upload")
             }
+            // Not a benchmark (that is tools/bench/b1-aggregation): a floor far below the 90 Mbit/s
+            // of paths that catches a stalled direction (an unscaled MPTCP receive window once
+            // held downloads to 2-4 Mbit/s while every byte still arrived).
+            let downloadMbps = Double(size) * 8 / result.downloadSeconds / 1e6
+            let uploadMbps = Double(size) * 8 / result.uploadSeconds / 1e6
+            #expect(downloadMbps > 20 && uploadMbps > 20, "upload \(uploadMbps) Mbit/s, download \(downloadMbps) Mbit/s")
             print("bulk: upload \(String(format: "%.1f", Double(size) * 8 / result.uploadSeconds / 1e6)) Mbit/s, download \(String(format: "%.1f", Double(size) * 8 / result.downloadSeconds / 1e6)) Mbit/s, per-path tx \(after.mapValues { $0 }) - \(before)")
+        }
+    }
+
+    @Test("an upload, then a download on a new connection: both at the paths' rate, every byte checked")
+    func uploadThenDownload() throws {
+        try withChain { chain in
+            let size = 12 << 20
+            let upload = try chain.transfer(upload: size, download: 0, seed: 2)
+            #expect(Double(size) * 8 / upload.uploadSeconds / 1e6 > 20)
+            let result = try chain.transfer(upload: 0, download: size, seed: 3)
+            let mbps = Double(size) * 8 / result.downloadSeconds / 1e6
+            // A floor, not a benchmark: an MPTCP receive window that never grew (splice does not
+            // autotune it) held this to 2-4 Mbit/s over 90 Mbit/s of paths.
+            #expect(mbps > 20, "download \(mbps) Mbit/s")
+            print("download-only: \(String(format: "%.1f", mbps)) Mbit/s, longest read gap \(String(format: "%.0f", result.longestReadGapMilliseconds)) ms")
+        }
+    }
+
+    @Test("after a connection reset mid-download, new connections (TCP Fast Open) still get their reply")
+    func connectionsAfterResetWithFastOpen() throws {
+        try withChain { chain in
+            let address = chain.forwardAddress
+            // Warm up: this connection fetches the TFO cookie, so later requests ride in the SYN.
+            _ = try chain.transfer(upload: 1000, download: 1000, seed: 1)
+            try OSThread.run(in: chain.testbed.namespace(.lan)) {
+                // Ask for 64 MB, read a little, then close with unread data: a reset.
+                let fd = try BlockingSocket.connect(to: address)
+                var header = [UInt8](repeating: 0, count: 16)
+                header[4] = 4  // 64 MiB
+                try header.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+                shutdown(fd, Int32(SHUT_WR))
+                _ = try BlockingSocket.readExactly(fd, 200_000)
+                close(fd)
+            }
+            for round in 0..<8 {
+                // Each must get its reply at once, not wait out the 5 s handshake deadline.
+                let started = monotonicMilliseconds()
+                let result = try chain.transfer(upload: 2000 + round, download: 3000 + round, seed: UInt64(round))
+                #expect(result.downloaded == 3000 + round)
+                #expect(monotonicMilliseconds() - started < 2_000, "round \(round) took \(monotonicMilliseconds() - started) ms")
+            }
         }
     }
 
