@@ -18,7 +18,7 @@ let package = Package(
     ],
     targets: [
         // C: kernel definitions newer than the installed headers, and (later) libmnl netlink.
-        .target(name: "CMPTCPNetlink", path: "netlink"),
+        .target(name: "CMPTCPNetlink", path: "netlink", linkerSettings: [.linkedLibrary("mnl")]),
         // C: Linux calls and constants Swift's Glibc module hides (splice, setns, ...).
         .target(name: "CLinuxShim"),
         // RFC 8803 Convert messages and the authentication cookie. Pure, no I/O.

@@ -1,0 +1,175 @@
+// mpx_netlink: the only code that touches libmnl.
+//
+// Why this exists: the MPTCP path manager is configured over generic netlink (family
+// "mptcp_pm") and follows interfaces over rtnetlink; both are byte-level protocols best
+// spoken in C. This file gives Swift (Sources/MPTCPKernel) a small, flat surface: open a
+// socket, send one command and get the kernel's answer (with its extended-ACK text), and
+// parse received bytes into one flat record at a time. Every symbol is prefixed `mpx_`.
+// Kernel values newer than the installed 6.1 headers are defined here as MPX_* copies and
+// checked in mpx_netlink.c.
+#ifndef MPX_NETLINK_H
+#define MPX_NETLINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// --- mptcp_pm generic netlink (values from Linux 6.18 uapi linux/mptcp_pm.h) ---
+#define MPX_PM_CMD_ADD_ADDR 1
+#define MPX_PM_CMD_DEL_ADDR 2
+#define MPX_PM_CMD_GET_ADDR 3
+#define MPX_PM_CMD_FLUSH_ADDRS 4
+#define MPX_PM_CMD_SET_LIMITS 5
+#define MPX_PM_CMD_GET_LIMITS 6
+#define MPX_PM_CMD_SET_FLAGS 7
+
+#define MPX_PM_ADDR_FLAG_SIGNAL 0x01u
+#define MPX_PM_ADDR_FLAG_SUBFLOW 0x02u
+#define MPX_PM_ADDR_FLAG_BACKUP 0x04u
+#define MPX_PM_ADDR_FLAG_FULLMESH 0x08u
+#define MPX_PM_ADDR_FLAG_IMPLICIT 0x10u
+#define MPX_PM_ADDR_FLAG_LAMINAR 0x20u  // new in 6.18
+
+// Event types (genlmsghdr.cmd on the mptcp_pm_events group).
+#define MPX_EVENT_CREATED 1
+#define MPX_EVENT_ESTABLISHED 2
+#define MPX_EVENT_CLOSED 3
+#define MPX_EVENT_ANNOUNCED 6
+#define MPX_EVENT_REMOVED 7
+#define MPX_EVENT_SUB_ESTABLISHED 10
+#define MPX_EVENT_SUB_CLOSED 11
+#define MPX_EVENT_SUB_PRIORITY 13
+#define MPX_EVENT_LISTENER_CREATED 15  // not in the 6.1 headers
+#define MPX_EVENT_LISTENER_CLOSED 16   // not in the 6.1 headers
+
+struct mpx_nl;  // one netlink socket (opaque)
+
+struct mpx_nl_error {
+    int code;            // positive errno, 0 if none
+    char message[256];   // the kernel's extended-ACK text, or what failed on our side
+};
+
+// bus: NETLINK_GENERIC or NETLINK_ROUTE; groups: rtnetlink multicast group bitmask (0 for none).
+struct mpx_nl *mpx_nl_open(int bus, unsigned int groups, struct mpx_nl_error *err);
+void mpx_nl_close(struct mpx_nl *nl);
+int mpx_nl_fd(const struct mpx_nl *nl);
+// Receives one datagram (non-blocking with dontwait); returns bytes, 0 if none, -1 on error.
+long mpx_nl_receive(struct mpx_nl *nl, void *buf, size_t len, int dontwait, struct mpx_nl_error *err);
+
+// The mptcp_pm family and its event group, resolved at run time (ids are dynamic).
+struct mpx_pm_family {
+    uint16_t id;
+    uint32_t events_group;
+};
+int mpx_pm_resolve(struct mpx_nl *nl, struct mpx_pm_family *out, struct mpx_nl_error *err);
+int mpx_nl_join_group(struct mpx_nl *nl, uint32_t group, struct mpx_nl_error *err);
+
+// One endpoint (MPTCP_PM_ATTR_ADDR nest).
+struct mpx_pm_endpoint {
+    uint8_t id;            // 0 = let the kernel choose (ADD) / not given
+    uint8_t family;        // AF_INET or AF_INET6; 0 = not given
+    uint8_t addr[16];      // network order; IPv4 in the first 4 bytes
+    uint16_t port;         // host order
+    uint32_t flags;        // MPX_PM_ADDR_FLAG_*
+    int32_t ifindex;       // 0 = none
+};
+
+// Commands. Each sends one request with NLM_F_ACK and waits for the kernel's answer.
+int mpx_pm_add_addr(struct mpx_nl *nl, const struct mpx_pm_family *fam, const struct mpx_pm_endpoint *ep, struct mpx_nl_error *err);
+int mpx_pm_del_addr(struct mpx_nl *nl, const struct mpx_pm_family *fam, const struct mpx_pm_endpoint *ep, struct mpx_nl_error *err);
+int mpx_pm_set_flags(struct mpx_nl *nl, const struct mpx_pm_family *fam, const struct mpx_pm_endpoint *ep, struct mpx_nl_error *err);
+int mpx_pm_flush(struct mpx_nl *nl, const struct mpx_pm_family *fam, struct mpx_nl_error *err);
+int mpx_pm_set_limits(struct mpx_nl *nl, const struct mpx_pm_family *fam, uint32_t subflows, uint32_t add_addr_accepted, struct mpx_nl_error *err);
+int mpx_pm_get_limits(struct mpx_nl *nl, const struct mpx_pm_family *fam, uint32_t *subflows, uint32_t *add_addr_accepted, struct mpx_nl_error *err);
+// Starts a GET_ADDR dump; read the answer with mpx_nl_receive + mpx_nl_next until MPX_REC_DONE.
+int mpx_pm_request_dump(struct mpx_nl *nl, const struct mpx_pm_family *fam, struct mpx_nl_error *err);
+
+// --- rtnetlink ---
+struct mpx_link {
+    int32_t ifindex;
+    char name[16];
+    uint32_t flags;       // IFF_*
+    uint8_t operstate;    // IF_OPER_*; 6 = up
+    uint8_t deleted;      // RTM_DELLINK
+};
+
+struct mpx_ifaddr {
+    int32_t ifindex;
+    uint8_t family;
+    uint8_t prefixlen;
+    uint8_t scope;
+    uint8_t deleted;      // RTM_DELADDR
+    uint8_t addr[16];
+    uint32_t flags;
+};
+
+// Starts an RTM_GETLINK or RTM_GETADDR dump (type is RTM_GETLINK/RTM_GETADDR).
+int mpx_rt_request_dump(struct mpx_nl *nl, uint16_t type, struct mpx_nl_error *err);
+// Adds or deletes a route `dst/dst_len [via gateway] dev oif [src prefsrc] table T`.
+int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
+                 const uint8_t *dst, uint8_t dst_len, const uint8_t *gateway,
+                 int32_t oif, const uint8_t *prefsrc, struct mpx_nl_error *err);
+// Adds or deletes a rule `from src/src_len lookup table priority P`.
+int mpx_rt_rule(struct mpx_nl *nl, int add, uint32_t table, uint32_t priority, uint8_t family,
+                const uint8_t *src, uint8_t src_len, struct mpx_nl_error *err);
+
+// --- parsing: one flat record per netlink message ---
+enum mpx_record_kind {
+    MPX_REC_OTHER = 0,     // a message we do not interpret
+    MPX_REC_LINK = 1,
+    MPX_REC_ADDR = 2,
+    MPX_REC_PM_EVENT = 3,
+    MPX_REC_PM_ENDPOINT = 4,
+    MPX_REC_DONE = 5,      // end of a dump
+    MPX_REC_ACK = 6,       // NLMSG_ERROR with error 0
+    MPX_REC_ERROR = 7,     // NLMSG_ERROR with an errno (and extended-ACK text)
+    MPX_REC_MALFORMED = 8, // the bytes are not a valid message; `error.message` says why
+    MPX_REC_PM_LIMITS = 9, // GET_LIMITS reply
+};
+
+// Attribute presence bits of struct mpx_pm_event.present.
+#define MPX_EV_HAS_TOKEN 0x1u
+#define MPX_EV_HAS_SADDR 0x2u
+#define MPX_EV_HAS_DADDR 0x4u
+#define MPX_EV_HAS_PORTS 0x8u
+#define MPX_EV_HAS_IDS 0x10u
+#define MPX_EV_HAS_BACKUP 0x20u
+#define MPX_EV_HAS_IFINDEX 0x40u
+#define MPX_EV_HAS_ERROR 0x80u
+
+struct mpx_pm_event {
+    uint8_t type;          // MPX_EVENT_*
+    uint8_t family;
+    uint8_t loc_id, rem_id;
+    uint8_t backup;
+    uint8_t error;
+    uint16_t sport, dport; // host order (converted from the event's network order)
+    uint32_t token;
+    int32_t ifindex;
+    uint32_t present;      // MPX_EV_HAS_*
+    uint8_t saddr[16], daddr[16];
+};
+
+struct mpx_nl_record {
+    int kind;              // enum mpx_record_kind
+    uint32_t seq;
+    struct mpx_link link;
+    struct mpx_ifaddr addr;
+    struct mpx_pm_event event;
+    struct mpx_pm_endpoint endpoint;
+    uint32_t limit_subflows, limit_add_addr_accepted;
+    struct mpx_nl_error error;
+};
+
+// Parses the message at *offset in buf[0..len) and advances *offset past it. Returns 1 when
+// a record was produced, 0 at the end of the buffer. pm_family_id: the resolved mptcp_pm id
+// (0 if unknown) so generic netlink messages of that family can be recognised.
+int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_id, struct mpx_nl_record *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
