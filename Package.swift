@@ -27,6 +27,11 @@ let package = Package(
         .target(name: "DataPlane", dependencies: ["CLinuxShim", .product(name: "HeapModule", package: "swift-collections")]),
         // The Swift face of kernel MPTCP: socket options, fallback detection.
         .target(name: "MPTCPKernel", dependencies: ["CMPTCPNetlink", "DataPlane"]),
+        // Interface classification and the path policy (pure), plus the service that runs it.
+        .target(name: "PathManager", dependencies: [
+            "MPTCPKernel", "DataPlane",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Client and server connections, configuration, services.
         .target(name: "Proxy", dependencies: [
             "ConvertProtocol", "DataPlane", "MPTCPKernel",
@@ -35,7 +40,7 @@ let package = Package(
         ]),
         // Thin executable: argument parsing and wiring only.
         .executableTarget(name: "MPTCPProxyCLI", dependencies: [
-            "Proxy",
+            "Proxy", "PathManager",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -51,7 +56,9 @@ let package = Package(
         ], path: "tools/bench/BenchTool"),
         .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
+        .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
         .testTarget(name: "EndToEndTests", dependencies: [
+            "PathManager",
             "Proxy", "TestSupport", "DataPlane", "MPTCPKernel", "ConvertProtocol",
             .product(name: "Logging", package: "swift-log"),
         ]),

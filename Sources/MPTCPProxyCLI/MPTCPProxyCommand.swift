@@ -3,6 +3,7 @@ import ConvertProtocol
 import DataPlane
 import Glibc
 import Logging
+import PathManager
 import Proxy
 
 @main
@@ -10,7 +11,7 @@ struct MPTCPProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mptcp-proxy",
         abstract: "Multipath TCP aggregating proxy: plain TCP in, MPTCP across every uplink, plain TCP out.",
-        subcommands: [ClientCommand.self, ServerCommand.self])
+        subcommands: [ClientCommand.self, ServerCommand.self, PathManagerCommand.self])
 }
 
 /// Options every long-running subcommand shares.
@@ -59,6 +60,15 @@ struct RuntimeOptions: ParsableArguments {
     /// Blocks SIGINT/SIGTERM in every thread (loop threads inherit the mask), starts the
     /// service, waits for a signal, then drains and stops it.
     func run(_ service: ProxyService) throws {
+        try runUntilSignal(start: { try service.start() }, stop: { drain in
+            service.logger.info("stop accepting, drain for up to \(drain) ms")
+            service.shutdown(drainTimeout: drain)
+        }, logger: service.logger)
+    }
+
+    /// Blocks SIGINT/SIGTERM in every thread (threads started later inherit the mask), starts,
+    /// waits for a signal, then stops.
+    func runUntilSignal(start: () throws -> Void, stop: (UInt64) -> Void, logger: Logger) throws {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
@@ -66,11 +76,11 @@ struct RuntimeOptions: ParsableArguments {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
         raiseOpenFileLimit()
-        try service.start()
+        try start()
         var received: Int32 = 0
         sigwait(&signals, &received)
-        service.logger.info("received signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stop accepting, drain for up to \(drainTimeoutMs) ms")
-        service.shutdown(drainTimeout: drainTimeoutMs)
+        logger.info("received \(received == SIGTERM ? "SIGTERM" : "SIGINT")")
+        stop(drainTimeoutMs)
     }
 }
 
@@ -110,6 +120,11 @@ struct ClientCommand: ParsableCommand {
     @Flag(help: "Do not send the request in the SYN (TCP Fast Open).")
     var noFastOpen = false
 
+    @Flag(help: "Do not run the built-in path manager (endpoints are managed elsewhere).")
+    var noPathManager = false
+
+    @OptionGroup var paths: PathManagerOptions
+
     func validate() throws {
         if listen.count != to.count {
             throw ValidationError("--listen and --to pair up in order: got \(listen.count) --listen and \(to.count) --to")
@@ -139,7 +154,18 @@ struct ClientCommand: ParsableCommand {
         if noFastOpen { configuration.upstream.fastOpen = false }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
-        try runtime.run(ProxyClient.makeService(configuration, logger: logger))
+        let service = ProxyClient.makeService(configuration, logger: logger)
+        guard !noPathManager else { return try runtime.run(service) }
+        var pmConfiguration = try paths.configuration()
+        pmConfiguration.namespace = configuration.namespace
+        let manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+        try runtime.runUntilSignal(start: {
+            try manager.start()
+            do { try service.start() } catch { manager.stop(); throw error }
+        }, stop: { drain in
+            service.shutdown(drainTimeout: drain)
+            manager.stop()
+        }, logger: logger)
     }
 }
 

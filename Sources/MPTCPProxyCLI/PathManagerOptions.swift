@@ -1,0 +1,79 @@
+import ArgumentParser
+import DataPlane
+import Logging
+import MPTCPKernel
+import PathManager
+
+/// Path-manager options shared by `client` and `pm`.
+struct PathManagerOptions: ParsableArguments {
+    @Option(name: .customLong("class"), help: "Interface class override IF=wifi|ethernet|cellular|other (repeatable).")
+    var classes: [String] = []
+
+    @Option(name: .customLong("endpoint-flags"), help: "Endpoint flags for one interface, IF=subflow[,backup][,fullmesh] (repeatable).")
+    var endpointFlags: [String] = []
+
+    @Option(help: "Next hop of an interface's routing table, IF=ADDR (repeatable); default: on-link.")
+    var gateway: [String] = []
+
+    @Option(help: "Flags of cellular endpoints (default subflow,backup).")
+    var cellularFlags: String = "subflow,backup"
+
+    @Flag(help: "Also delete endpoints this manager did not create.")
+    var ownAllEndpoints = false
+
+    @Flag(help: "Leave routing tables and rules alone (only manage endpoints).")
+    var noRouting = false
+
+    func configuration() throws -> PathManagerConfiguration {
+        var configuration = PathManagerConfiguration()
+        for item in classes {
+            let (name, value) = try split(item, option: "--class")
+            guard let kind = InterfaceClass(parsing: value) else {
+                throw ValidationError("--class \(item): \"\(value)\" is not wifi, ethernet, cellular or other")
+            }
+            configuration.classifier.overrides[name] = kind
+        }
+        for item in endpointFlags {
+            let (name, value) = try split(item, option: "--endpoint-flags")
+            guard let flags = EndpointFlags(parsing: value) else {
+                throw ValidationError("--endpoint-flags \(item): flags are signal, subflow, backup, fullmesh, laminar")
+            }
+            configuration.policy.interfaces[name, default: InterfacePolicy()].flags = flags
+        }
+        for item in gateway {
+            let (name, value) = try split(item, option: "--gateway")
+            guard let address = IPAddress(parsing: value) else { throw ValidationError("--gateway \(item): \"\(value)\" is not an IP address") }
+            configuration.policy.interfaces[name, default: InterfacePolicy()].gateway = address
+        }
+        guard let cellular = EndpointFlags(parsing: cellularFlags) else {
+            throw ValidationError("--cellular-flags \(cellularFlags): flags are signal, subflow, backup, fullmesh, laminar")
+        }
+        configuration.policy.classFlags[.cellular] = cellular
+        configuration.policy.ownAllEndpoints = ownAllEndpoints
+        configuration.policy.manageRouting = !noRouting
+        return configuration
+    }
+
+    private func split(_ item: String, option: String) throws -> (String, String) {
+        let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { throw ValidationError("\(option) \(item): expected IF=VALUE") }
+        return (parts[0], parts[1])
+    }
+}
+
+struct PathManagerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pm",
+        abstract: "Manage MPTCP endpoints and per-uplink routing as interfaces come and go (standalone).")
+
+    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var paths: PathManagerOptions
+
+    func run() throws {
+        let logger = runtime.makeLogger("mptcp-proxy.pm")
+        var configuration = try paths.configuration()
+        configuration.namespace = runtime.netns.map(NetworkNamespace.init)
+        let manager = PathManagerService(configuration: configuration, logger: logger)
+        try runtime.runUntilSignal(start: { try manager.start() }, stop: { _ in manager.stop() }, logger: logger)
+    }
+}

@@ -1,0 +1,172 @@
+import DataPlane
+import Glibc
+import Logging
+import MPTCPKernel
+import Synchronization
+
+public struct PathManagerConfiguration: Sendable {
+    public var policy = PathPolicyConfiguration()
+    public var classifier = InterfaceClassifier()
+    /// Run inside this network namespace (tests, or a gateway namespace).
+    public var namespace: NetworkNamespace?
+
+    public init() {}
+}
+
+/// Runs the path policy against the kernel: on its own thread, it dumps links, addresses and
+/// endpoints, then reacts to rtnetlink changes within milliseconds, carrying out each
+/// PathCommand over netlink and logging it with its reason. MPTCP events are logged.
+/// `stop()` undoes what it installed.
+public final class PathManagerService: @unchecked Sendable {
+    private let configuration: PathManagerConfiguration
+    private let logger: Logger
+    private var thread: OSThread?
+    private let stopRequested = Atomic<Bool>(false)
+    private let started = ResultSlot()
+    /// Every command carried out, with its outcome (for tests and metrics).
+    public let journal = CommandJournal()
+
+    public init(configuration: PathManagerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Starts the manager; returns once the initial state is installed (or throws why not).
+    public func start() throws {
+        if let namespace = configuration.namespace {
+            // Fail here with the reason rather than leave the start-up waiting.
+            try OSThread.run(in: namespace) {}
+        }
+        thread = OSThread(name: "path-manager", namespace: configuration.namespace) { [self] in run() }
+        if let error = started.wait() {
+            thread?.join()
+            thread = nil
+            throw error
+        }
+    }
+
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        thread?.join()
+        thread = nil
+    }
+
+    private func run() {
+        let monitor: RouteClient
+        let routes: RouteClient
+        let pm: PathManagerClient
+        var policy = PathPolicy(configuration: configuration.policy)
+        let classifier = configuration.classifier
+        let classify: (String) -> InterfaceClass = { classifier.classify($0) }
+        do {
+            // Subscribe before dumping, so no change between the dump and the monitor is lost.
+            monitor = try RouteClient(monitor: true)
+            routes = try RouteClient()
+            pm = try PathManagerClient()
+            let links = try routes.links()
+            let addresses = try routes.addresses()
+            let existing = try pm.endpoints()
+            for link in links {
+                logger.info("interface \(link.name) (ifindex \(link.index)): class \(classify(link.name)), \(link.isUsable ? "up" : "down")")
+            }
+            execute(policy.start(links: links, addresses: addresses, existing: existing, classify: classify), pm: pm, routes: routes)
+        } catch {
+            started.set(error)
+            return
+        }
+        let events = try? PathManagerEventSocket()
+        if events == nil { logger.warning("not subscribed to MPTCP events (needs CAP_NET_ADMIN); link and address changes still handled") }
+        started.set(nil)
+
+        var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0)]
+        if let events { fds.append(pollfd(fd: events.fd, events: Int16(POLLIN), revents: 0)) }
+        while !stopRequested.load(ordering: .acquiring) {
+            let ready = poll(&fds, nfds_t(fds.count), 100)
+            if ready <= 0 { continue }
+            if fds[0].revents != 0 {
+                do {
+                    for record in try monitor.pending() {
+                        switch record {
+                        case .link(let link): execute(policy.linkChanged(link, classify: classify), pm: pm, routes: routes)
+                        case .address(let address): execute(policy.addressChanged(address), pm: pm, routes: routes)
+                        case .malformed(let why): logger.warning("rtnetlink: ignored a malformed message: \(why)")
+                        default: break
+                        }
+                    }
+                } catch {
+                    logger.error("rtnetlink monitor: \(error); state may be stale")
+                }
+            }
+            if let events, fds.count > 1, fds[1].revents != 0 {
+                for event in (try? events.pending()) ?? [] {
+                    logger.debug("mptcp event: \(event)")
+                }
+            }
+        }
+        execute(policy.shutdown(), pm: pm, routes: routes)
+    }
+
+    private func execute(_ decision: PathDecision, pm: PathManagerClient, routes: RouteClient) {
+        for command in decision.commands {
+            do {
+                switch command {
+                case .addEndpoint(let endpoint): try pm.add(endpoint)
+                case .deleteEndpoint(let endpoint): try pm.delete(endpoint)
+                case .setFlags(let endpoint): try pm.setFlags(endpoint)
+                case .addRoute(let table, let gateway, let index, let source):
+                    try routes.route(add: true, table: table, destination: nil, prefixLength: 0, gateway: gateway, interfaceIndex: index, source: source)
+                case .deleteRoute(let table, let gateway, let index, let source):
+                    try routes.route(add: false, table: table, destination: nil, prefixLength: 0, gateway: gateway, interfaceIndex: index, source: source)
+                case .addRule(let table, let priority, let source): try routes.rule(add: true, table: table, priority: priority, source: source)
+                case .deleteRule(let table, let priority, let source): try routes.rule(add: false, table: table, priority: priority, source: source)
+                case .setLimits(let subflows, let accepted): try pm.setLimits(subflows: subflows, addAddrAccepted: accepted)
+                }
+                logger.info("path manager: \(command) (\(decision.reason))")
+                journal.record(command, error: nil)
+            } catch {
+                // Routes of a link that just went down are gone already, and an endpoint may
+                // exist from an earlier run: say so and carry on with the rest.
+                logger.warning("path manager: \(command) failed: \(error) (\(decision.reason))")
+                journal.record(command, error: error)
+            }
+        }
+    }
+}
+
+/// Commands carried out, with timestamps, readable from any thread.
+public final class CommandJournal: Sendable {
+    public struct Entry: Sendable {
+        public var command: PathCommand
+        public var milliseconds: UInt64
+        public var error: NetlinkError?
+    }
+    private let entries = Mutex<[Entry]>([])
+    func record(_ command: PathCommand, error: NetlinkError?) {
+        entries.withLock { $0.append(Entry(command: command, milliseconds: monotonicMilliseconds(), error: error)) }
+    }
+    public var all: [Entry] { entries.withLock { $0 } }
+}
+
+/// A one-shot hand-off of the start-up outcome from the manager's thread.
+final class ResultSlot: @unchecked Sendable {
+    private var value: Error??
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+    func set(_ error: Error?) {
+        pthread_mutex_lock(&mutex)
+        value = .some(error)
+        pthread_cond_broadcast(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+    func wait() -> Error? {
+        pthread_mutex_lock(&mutex)
+        while value == nil { pthread_cond_wait(&condition, &mutex) }
+        let result = value!
+        pthread_mutex_unlock(&mutex)
+        return result
+    }
+}
