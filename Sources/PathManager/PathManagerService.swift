@@ -124,10 +124,14 @@ public final class PathManagerService: @unchecked Sendable {
                 logger.info("path manager: \(command) (\(decision.reason))")
                 journal.record(command, error: nil)
             } catch {
-                // Routes of a link that just went down are gone already, and an endpoint may
-                // exist from an earlier run: say so and carry on with the rest.
-                logger.warning("path manager: \(command) failed: \(error) (\(decision.reason))")
                 journal.record(command, error: error)
+                // The kernel removes a route with its link or its source address: already gone.
+                if case .deleteRoute = command, error.errno == ESRCH {
+                    logger.debug("path manager: \(command): already removed by the kernel")
+                    continue
+                }
+                // Anything else (an endpoint left by an earlier run, ...): say so, carry on.
+                logger.warning("path manager: \(command) failed: \(error) (\(decision.reason))")
             }
         }
     }

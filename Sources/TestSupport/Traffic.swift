@@ -43,6 +43,12 @@ public struct PatternStream {
     }
 }
 
+public func monotonicMicroseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+}
+
 public struct TrafficError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
@@ -116,11 +122,14 @@ public struct TransferResult: Sendable {
     public var downloadSeconds: Double
     /// Longest time between two reads that returned data (the download direction).
     public var longestReadGapMilliseconds: Double
+    /// The same, measured by the origin while it read the upload.
+    public var longestUploadGapMilliseconds: Double
 }
 
-/// The origin side of checked transfers ("hash service"): for each connection it reads an
+/// The origin side of checked transfers ("hash service"): for each connection it reads a
 /// 16-byte header (download length, seed), then the upload until EOF while hashing it, then
-/// sends the upload's SHA-256 and `download length` pattern bytes, then closes. The client
+/// sends the upload's SHA-256, the longest gap between its reads (8 bytes, µs) and
+/// `download length` pattern bytes, then closes. The client
 /// checks both, so every byte in both directions is verified, and the upload only ends with a
 /// half-close: a proxy that loses half-close fails this.
 public final class HashServer: @unchecked Sendable {
@@ -161,13 +170,19 @@ public final class HashServer: @unchecked Sendable {
         let seed = header[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         var hasher = SHA256()
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var lastRead: UInt64 = 0
+        var longestGap: UInt64 = 0
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { if n < 0 { return }; break }
+            let now = monotonicMicroseconds()
+            if lastRead != 0 { longestGap = max(longestGap, now - lastRead) }
+            lastRead = now
             hasher.update(data: buffer[0..<n])
         }
-        let digest = Array(hasher.finalize())
+        // Reply: SHA-256 of the upload, then the longest gap between its reads (µs, 8 bytes).
+        let digest = Array(hasher.finalize()) + (0..<8).map { UInt8(truncatingIfNeeded: longestGap >> UInt64(56 - 8 * $0)) }
         do {
             try digest.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
             var stream = PatternStream(seed: seed &+ 1)
@@ -228,7 +243,9 @@ public final class HashServer: @unchecked Sendable {
         }
         // Half-close: the reply must still arrive in full.
         shutdown(fd, Int32(SHUT_WR))
-        let echoed = try BlockingSocket.readExactly(fd, 32)
+        let reply = try BlockingSocket.readExactly(fd, 40)
+        let echoed = Array(reply[0..<32])
+        let uploadGap = Double(reply[32..<40].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) / 1000
         let uploadSeconds = Date().timeIntervalSince(started)
         guard echoed == Array(hasher.finalize()) else {
             throw TrafficError("upload of \(upload) bytes arrived corrupted: SHA-256 differs at the origin")
@@ -258,6 +275,7 @@ public final class HashServer: @unchecked Sendable {
             throw TrafficError("download of \(download) bytes arrived corrupted: SHA-256 differs")
         }
         return TransferResult(uploaded: upload, downloaded: download, uploadSeconds: uploadSeconds,
-                              downloadSeconds: Date().timeIntervalSince(downloadStarted), longestReadGapMilliseconds: longestGap)
+                              downloadSeconds: Date().timeIntervalSince(downloadStarted), longestReadGapMilliseconds: longestGap,
+                              longestUploadGapMilliseconds: uploadGap)
     }
 }

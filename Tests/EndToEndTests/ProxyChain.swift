@@ -2,6 +2,8 @@ import ConvertProtocol
 import DataPlane
 import Glibc
 import Logging
+import MPTCPKernel
+import PathManager
 import Proxy
 import Synchronization
 import TestSupport
@@ -46,14 +48,18 @@ final class ProxyChain {
     let client: ProxyService
     let serverRecords = RecordLog()
     let clientRecords = RecordLog()
+    let pathManager: PathManagerService?
 
     /// - Parameters:
     ///   - clientKey: the key the client signs with (a wrong one for the auth tests).
     ///   - destinationPort: where the forward points (a closed port for the refusal test).
     ///   - beforeStart: runs after the testbed is up, before the services start.
+    ///   - pathManager: run this path manager in gw (the testbed then sets up no endpoints or
+    ///     per-source routing of its own).
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
-         destinationPort: UInt16 = ProxyChain.originPort, beforeStart: (Testbed) throws -> Void = { _ in }) throws {
-        testbed = try Testbed(rates: rates)
+         destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
+         beforeStart: (Testbed) throws -> Void = { _ in }) throws {
+        testbed = try Testbed(rates: rates, endpoints: pathManager == nil)
         do {
             try beforeStart(testbed)
             origin = try HashServer(namespace: testbed.namespace(.origin), address: try SocketAddress(parsing: "\(Testbed.originAddress):\(ProxyChain.originPort)"))
@@ -74,12 +80,20 @@ final class ProxyChain {
         clientConfig.namespace = testbed.namespace(.gw)
         clientConfig.loops = 2
         client = ProxyClient.makeService(clientConfig, logger: logger, onEnd: { [clientRecords] in clientRecords.append($0) })
+        if var configuration = pathManager {
+            configuration.namespace = testbed.namespace(.gw)
+            self.pathManager = PathManagerService(configuration: configuration, logger: logger)
+        } else {
+            self.pathManager = nil
+        }
         do {
+            try self.pathManager?.start()
             try server.start()
             try client.start()
         } catch {
             origin.stop()
             server.shutdown(drainTimeout: 0)
+            self.pathManager?.stop()
             testbed.down()
             throw error
         }
@@ -110,6 +124,7 @@ final class ProxyChain {
     func stop() {
         client.shutdown(drainTimeout: 1_000)
         server.shutdown(drainTimeout: 1_000)
+        pathManager?.stop()
         origin.stop()
         testbed.down()
     }
@@ -117,8 +132,9 @@ final class ProxyChain {
 
 /// Runs `body` with a chain that is always torn down, even when `body` throws.
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
+                  pathManager: PathManagerConfiguration? = nil,
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
-    let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, beforeStart: beforeStart)
+    let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager, beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }

@@ -21,9 +21,9 @@ struct RelayTests {
             #expect(clientRecord.reason == .completed)
             #expect(serverRecord.reason == .completed)
             #expect(serverRecord.keyID == ProxyChain.key.id)
-            // Byte counts as the relays saw them (plus the 16-byte header and 32-byte digest).
+            // Byte counts as the relays saw them (plus the 16-byte header and the 40-byte reply head).
             #expect(clientRecord.bytesUp == UInt64(size + 16))
-            #expect(clientRecord.bytesDown == UInt64(size + 32))
+            #expect(clientRecord.bytesDown == UInt64(size + 40))
             #expect(serverRecord.bytesUp == UInt64(size + 16))
             // Subflows as the kernel reported them on each end of the MPTCP leg.
             #expect(clientRecord.transport == .mptcp(subflows: 3), "client leg: \(clientRecord.transport)")

@@ -22,7 +22,8 @@ STATE_DIR=/run/mptcp-proxy-testbed
 RATE_WIFI=${RATE_WIFI:-40mbit}
 RATE_ETH=${RATE_ETH:-30mbit}
 RATE_CELL=${RATE_CELL:-20mbit}
-# MPTCP endpoints on gw: "none" leaves the paths unmanaged (for the path manager's tests).
+# ENDPOINTS=all: the script itself adds gw's MPTCP endpoints and per-source routing tables.
+# ENDPOINTS=none leaves both to a path manager (its tests, `mptcp-proxy pm`).
 ENDPOINTS=${ENDPOINTS:-all}
 
 die() { echo "testbed: $*" >&2; exit 1; }
@@ -73,9 +74,11 @@ up() {
         ip -n "$P-vps" addr add "10.1.$i.2/24" dev "$path"
         shape gw "$path" "${!rate_var}"
         shape vps "$path" "${!rate_var}"
-        table=$((100 + i))
-        ip -n "$P-gw" route add default via "10.1.$i.2" dev "$path" table "$table"
-        ip -n "$P-gw" rule add from "10.1.$i.1" lookup "$table" priority $((1000 + i))
+        if [[ $ENDPOINTS == all ]]; then
+            table=$((100 + i))
+            ip -n "$P-gw" route add default via "10.1.$i.2" dev "$path" table "$table"
+            ip -n "$P-gw" rule add from "10.1.$i.1" lookup "$table" priority $((100 + i))
+        fi
         i=$((i + 1))
     done
     ip -n "$P-gw" route add 10.9.9.9/32 via 10.1.1.2 dev wifi

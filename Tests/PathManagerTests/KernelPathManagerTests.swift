@@ -1,0 +1,112 @@
+import DataPlane
+import Glibc
+import Logging
+import MPTCPKernel
+import PathManager
+import TestSupport
+import Testing
+
+let kernelTestsEnabled: Bool = {
+    guard let reason = KernelTestGate.unavailableReason else { return true }
+    if KernelTestGate.mustRun {
+        print("CI=true: running kernel tests although \(reason); they will fail")
+        return true
+    }
+    print("⚠️  SKIPPING path-manager kernel tests: \(reason)")
+    return false
+}()
+
+/// The path manager against the real kernel, in the testbed's gw namespace with no
+/// endpoints or per-source routing set up by the script.
+@Suite("Path manager on the kernel", .serialized, .enabled(if: kernelTestsEnabled, "needs root, netns and MPTCP"))
+struct KernelPathManagerTests {
+    static func configuration(_ testbed: Testbed) -> PathManagerConfiguration {
+        var configuration = PathManagerConfiguration()
+        configuration.namespace = testbed.namespace(.gw)
+        configuration.classifier = InterfaceClassifier(overrides: ["wifi": .wifi, "eth": .ethernet, "cell": .cellular, "lan0": .other])
+        for (index, name) in ["wifi", "eth", "cell"].enumerated() {
+            configuration.policy.interfaces[name] = InterfacePolicy(gateway: IPAddress(parsing: "10.1.\(index + 1).2"))
+        }
+        return configuration
+    }
+
+    static func endpoints(_ testbed: Testbed) throws -> [String: EndpointFlags] {
+        try OSThread.run(in: testbed.namespace(.gw)) {
+            Dictionary(uniqueKeysWithValues: try PathManagerClient().endpoints().map { ($0.address.description, $0.flags) })
+        }
+    }
+
+    /// Polls (bounded) until `condition` holds for the endpoints; returns the last reading.
+    static func waitFor(_ testbed: Testbed, _ condition: ([String: EndpointFlags]) -> Bool) throws -> [String: EndpointFlags] {
+        var last: [String: EndpointFlags] = [:]
+        for _ in 0..<100 {
+            last = try endpoints(testbed)
+            if condition(last) { return last }
+            usleep(20_000)
+        }
+        return last
+    }
+
+    @Test("endpoints follow addresses and links; routing is restored; shutdown leaves nothing")
+    func endpointsFollowInterfaces() throws {
+        let testbed = try Testbed(endpoints: false)
+        defer { testbed.down() }
+        var logger = Logger(label: "pm-test")
+        logger.logLevel = .warning
+        let manager = PathManagerService(configuration: Self.configuration(testbed), logger: logger)
+        try manager.start()
+        var stopped = false
+        defer { if !stopped { manager.stop() } }
+
+        let initial = try Self.endpoints(testbed)
+        #expect(initial == ["10.1.1.1": [.subflow], "10.1.2.1": [.subflow], "10.1.3.1": [.subflow, .backup]])
+        let rules = try testbed.exec(.gw, ["ip", "rule", "show"])
+        #expect(rules.contains("from 10.1.2.1 lookup"), "\(rules)")
+        let limits = try OSThread.run(in: testbed.namespace(.gw)) { try PathManagerClient().limits() }
+        #expect(limits.subflows == 3 && limits.addAddrAccepted == 3)
+
+        // An address removed removes its endpoint.
+        try testbed.exec(.gw, ["ip", "addr", "del", "10.1.2.1/24", "dev", "eth"])
+        #expect(try Self.waitFor(testbed) { $0["10.1.2.1"] == nil }["10.1.2.1"] == nil)
+
+        // Wi-Fi down: with eth gone too, the cellular standby is promoted and wifi's endpoint deleted.
+        try testbed.exec(.gw, ["ip", "link", "set", "wifi", "down"])
+        let promoted = try Self.waitFor(testbed) { $0["10.1.1.1"] == nil && $0["10.1.3.1"] == [.subflow] }
+        #expect(promoted == ["10.1.3.1": [.subflow]], "after wifi down: \(promoted)")
+
+        // Wi-Fi back: its route and endpoint return, cellular is a standby again.
+        try testbed.exec(.gw, ["ip", "link", "set", "wifi", "up"])
+        let back = try Self.waitFor(testbed) { $0["10.1.1.1"] == [.subflow] && $0["10.1.3.1"] == [.subflow, .backup] }
+        #expect(back == ["10.1.1.1": [.subflow], "10.1.3.1": [.subflow, .backup]], "after wifi up: \(back)")
+        let table = try testbed.exec(.gw, ["ip", "route", "show", "table", "all"])
+        #expect(table.contains("default via 10.1.1.2 dev wifi table"), "\(table)")
+
+        manager.stop()
+        stopped = true
+        #expect(try Self.endpoints(testbed).isEmpty)
+        #expect(!(try testbed.exec(.gw, ["ip", "rule", "show"])).contains("from 10.1."))
+    }
+
+    @Test("the kernel's own error text surfaces in our error")
+    func kernelErrorText() throws {
+        let testbed = try Testbed(endpoints: false)
+        defer { testbed.down() }
+        let failure = try OSThread.run(in: testbed.namespace(.gw)) { () -> NetlinkError? in
+            let client = try PathManagerClient()
+            do {
+                try client.delete(MPTCPEndpoint(id: 42, address: IPAddress(parsing: "10.1.1.1")!, flags: []))
+                return nil
+            } catch {
+                return error as? NetlinkError
+            }
+        }
+        let error = try #require(failure)
+        #expect(error.errno == EINVAL)
+        #expect(error.kernelMessage.contains("address not found"), "\(error)")
+        #expect(error.description.hasPrefix("DEL_ADDR id 42"))
+        let limit = try OSThread.run(in: testbed.namespace(.gw)) { () -> NetlinkError? in
+            do { try PathManagerClient().setLimits(subflows: 9, addAddrAccepted: 1); return nil } catch { return error as? NetlinkError }
+        }
+        #expect(limit?.kernelMessage.contains("limit greater than maximum") == true, "\(String(describing: limit))")
+    }
+}
