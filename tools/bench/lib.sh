@@ -20,12 +20,12 @@ cleanup() {
 # testbed_up [SHAPE]: SHAPE=none for unshaped links.
 testbed_up() {
     P=mpxb$$
-    WORK=$(mktemp -d)
-    "$TB" up "$P" >/dev/null
+    WORK=${WORK:-$(mktemp -d)}
+    "$TB" up "$P" >/dev/null 2>&1
     if [[ ${1:-} == none ]]; then
         for ns in gw vps; do for dev in wifi eth cell; do tc -n "$P-$ns" qdisc del dev "$dev" root 2>/dev/null || true; done; done
     fi
-    printf 'bench %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/key"
+    [[ -f $WORK/key ]] || printf 'bench %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/key"
 }
 
 in_ns() { ip netns exec "$P-$1" "${@:2}"; }

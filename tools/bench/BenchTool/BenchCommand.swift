@@ -34,14 +34,20 @@ struct Sink: ParsableCommand {
         guard let mode = try? BlockingSocket.readExactly(fd, 1) else { return }
         var buffer = [UInt8](repeating: 0x5a, count: 1 << 20)
         if mode[0] == UInt8(ascii: "U") {
+            // Reply: bytes received, then the longest gap between reads in µs (8 bytes each).
             var total: UInt64 = 0
+            var gap: UInt64 = 0
+            var last: UInt64 = 0
             while true {
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                 if n <= 0 { break }
+                let now = monotonicMicroseconds()
+                if last != 0 { gap = max(gap, now - last) }
+                last = now
                 total += UInt64(n)
             }
-            var bigEndian = total.bigEndian
-            _ = withUnsafeBytes(of: &bigEndian) { send(fd, $0.baseAddress, 8, Int32(MSG_NOSIGNAL)) }
+            var reply = [total.bigEndian, gap.bigEndian]
+            _ = reply.withUnsafeMutableBytes { send(fd, $0.baseAddress, 16, Int32(MSG_NOSIGNAL)) }
         } else {
             while buffer.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) > 0 {}
         }
@@ -73,6 +79,7 @@ struct Load: ParsableCommand {
         var buffer = [UInt8](repeating: 0xa5, count: 1 << 20)
         let start = Date()
         var bytes: UInt64 = 0
+        var gap: UInt64 = 0
         if direction == "up" {
             _ = send(fd, "U", 1, 0)
             while Date().timeIntervalSince(start) < seconds {
@@ -80,18 +87,25 @@ struct Load: ParsableCommand {
                 if n <= 0 { break }
             }
             shutdown(fd, Int32(SHUT_WR))
-            let reply = try BlockingSocket.readExactly(fd, 8)
-            bytes = reply.reduce(0) { $0 << 8 | UInt64($1) }
+            let reply = try BlockingSocket.readExactly(fd, 16)
+            bytes = reply[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+            gap = reply[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
         } else {
             _ = send(fd, "D", 1, 0)
+            var last: UInt64 = 0
             while Date().timeIntervalSince(start) < seconds {
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { break }
+                if n <= 0 { throw TrafficError("download ended early after \(bytes) bytes") }
+                let now = monotonicMicroseconds()
+                if last != 0 { gap = max(gap, now - last) }
+                last = now
                 bytes += UInt64(n)
             }
         }
         let elapsed = Date().timeIntervalSince(start)
         close(fd)
-        print(String(format: "%.2f", Double(bytes) * 8 / elapsed / 1e6), "Mbit/s", bytes, "bytes", String(format: "%.2f", elapsed), "s")
+        // Mbit/s, bytes, seconds, longest gap between reads that returned data (ms).
+        print(String(format: "%.2f", Double(bytes) * 8 / elapsed / 1e6), "Mbit/s", bytes, "bytes", String(format: "%.2f", elapsed), "s",
+              String(format: "%.0f", Double(gap) / 1000), "ms-gap")
     }
 }
