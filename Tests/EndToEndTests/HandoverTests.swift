@@ -55,10 +55,16 @@ struct HandoverTests {
         try withChain(pathManager: standbyConfiguration()) { chain in
             // About 5 s: 40 Mbit/s on wifi, then 30+20 after the cut.
             let size = 24 << 20
-            let result = try duringHandover(chain, flap: scenario.flap) {
-                scenario.download
-                    ? try chain.transfer(upload: 0, download: size, seed: 11)
-                    : try chain.transfer(upload: size, download: 0, seed: 12)
+            let result: TransferResult
+            do {
+                result = try duringHandover(chain, flap: scenario.flap) {
+                    scenario.download
+                        ? try chain.transfer(upload: 0, download: size, seed: 11, timeoutSeconds: 20)
+                        : try chain.transfer(upload: size, download: 0, seed: 12, timeoutSeconds: 20)
+                }
+            } catch {
+                chain.printKernelState()
+                throw error
             }
             let gap = scenario.download ? result.longestReadGapMilliseconds : result.longestUploadGapMilliseconds
             print("handover \(scenario.testDescription): longest gap \(String(format: "%.0f", gap)) ms, \(String(format: "%.1f", scenario.download ? result.downloadSeconds : result.uploadSeconds)) s")

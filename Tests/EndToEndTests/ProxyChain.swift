@@ -104,10 +104,19 @@ final class ProxyChain {
     }
 
     /// One checked transfer from the LAN host through the chain.
-    func transfer(upload: Int, download: Int, seed: UInt64 = 1) throws -> TransferResult {
+    func transfer(upload: Int, download: Int, seed: UInt64 = 1, timeoutSeconds: Int = 60) throws -> TransferResult {
         let address = forwardAddress
         return try OSThread.run(in: testbed.namespace(.lan)) {
-            try HashServer.transfer(to: address, upload: upload, download: download, seed: seed)
+            try HashServer.transfer(to: address, upload: upload, download: download, seed: seed, timeoutSeconds: timeoutSeconds)
+        }
+    }
+
+    /// What the kernel holds on gw and vps, printed when a test fails.
+    func printKernelState() {
+        for host in [Testbed.Host.gw, .vps] {
+            for command in [["ip", "mptcp", "endpoint", "show"], ["ip", "-br", "link"], ["ip", "rule"], ["ip", "route", "show", "table", "all"], ["ss", "-tnMi"]] {
+                print("== \(host) \(command.joined(separator: " "))\n" + ((try? testbed.exec(host, command)) ?? "?"))
+            }
         }
     }
 
