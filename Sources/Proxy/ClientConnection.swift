@@ -45,7 +45,7 @@ final class ClientConnection: ProxiedConnection {
 
     override var mptcpLeg: Socket? { outbound }
 
-    func begin() {
+    override func begin() {
         do {
             // Whatever the LAN host already sent rides in the SYN behind the request.
             var first: [UInt8] = []

@@ -76,6 +76,21 @@ class ProxiedConnection: EventHandler {
         loop.arm(handshakeTimer, after: timeouts.handshake)
     }
 
+    /// Registers the accepted socket and starts the handshake; a connection that cannot be
+    /// registered ends at once (logged).
+    func launch() {
+        do {
+            try open()
+            begin()
+        } catch {
+            context.logger.warning("accepted connection could not be registered: \(error)")
+            finish(.ioError(error), reset: true)
+        }
+    }
+
+    /// Starts the handshake (subclasses).
+    func begin() {}
+
     // MARK: handshake helpers
 
     func handshakeDeadlinePassed() {}

@@ -35,14 +35,7 @@ public enum ProxyClient {
         let specs = configuration.forwards.map { forward in
             // LAN side is plain TCP: hosts behind the gateway know nothing of MPTCP.
             ListenerSpec(address: forward.listen, options: ListenerOptions(mptcp: false)) { context, socket in
-                let connection = ClientConnection(context: context, inbound: socket, destination: forward.destination, upstream: upstream)
-                do {
-                    try connection.open()
-                    connection.begin()
-                } catch {
-                    context.logger.warning("accepted connection could not be registered: \(error)")
-                    connection.finish(.ioError(error as? SystemError ?? SystemError("register", errno: 0)), reset: true)
-                }
+                ClientConnection(context: context, inbound: socket, destination: forward.destination, upstream: upstream).launch()
             }
         }
         return ProxyService(name: "client", specs: specs, loops: configuration.loops, namespace: configuration.namespace,

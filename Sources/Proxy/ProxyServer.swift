@@ -32,14 +32,7 @@ public enum ProxyServer {
             requireCookie: !configuration.allowUnauthenticated)
         let specs = configuration.listen.map { address in
             ListenerSpec(address: address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket in
-                let connection = ServerConnection(context: context, inbound: socket, authenticator: authenticator)
-                do {
-                    try connection.open()
-                    connection.begin()
-                } catch {
-                    context.logger.warning("accepted connection could not be registered: \(error)")
-                    connection.finish(.ioError(error as? SystemError ?? SystemError("register", errno: 0)), reset: true)
-                }
+                ServerConnection(context: context, inbound: socket, authenticator: authenticator).launch()
             }
         }
         return ProxyService(name: "server", specs: specs, loops: configuration.loops, namespace: configuration.namespace,

@@ -20,7 +20,7 @@ final class ServerConnection: ProxiedConnection {
 
     override var mptcpLeg: Socket? { inbound }
 
-    func begin() {
+    override func begin() {
         perform(handshake.start())
     }
 

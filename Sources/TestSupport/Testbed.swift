@@ -102,4 +102,16 @@ public enum KernelTestGate {
     }
 
     public static var mustRun: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    /// Whether kernel tests run: yes when possible, and always in CI (where a missing
+    /// capability must fail them); otherwise they skip and the reason is printed loudly.
+    public static let enabled: Bool = {
+        guard let reason = unavailableReason else { return true }
+        if mustRun {
+            print("CI=true: running kernel tests although \(reason); they will fail")
+            return true
+        }
+        print("⚠️  SKIPPING kernel tests: \(reason)")
+        return false
+    }()
 }

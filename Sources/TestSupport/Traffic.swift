@@ -27,6 +27,22 @@ public struct PatternStream {
         }
     }
 
+    /// Writes the next `count` bytes of the stream to a blocking socket; `written` sees each chunk.
+    public mutating func write(count: Int, to fd: Int32, written: (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var remaining = count
+        while remaining > 0 {
+            let n = min(remaining, buffer.count)
+            try buffer.withUnsafeMutableBytes { raw in
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
+                fill(chunk)
+                try BlockingSocket.writeAll(fd, UnsafeRawBufferPointer(chunk))
+                written(UnsafeRawBufferPointer(chunk))
+            }
+            remaining -= n
+        }
+    }
+
     /// SHA-256 of the first `count` bytes of the stream for `seed`.
     public static func digest(seed: UInt64, count: Int) -> [UInt8] {
         var stream = PatternStream(seed: seed)
@@ -186,16 +202,7 @@ public final class HashServer: @unchecked Sendable {
         do {
             try digest.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
             var stream = PatternStream(seed: seed &+ 1)
-            var remaining = downloadLength
-            while remaining > 0 {
-                let n = min(remaining, buffer.count)
-                try buffer.withUnsafeMutableBytes { raw in
-                    let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
-                    stream.fill(chunk)
-                    try BlockingSocket.writeAll(fd, UnsafeRawBufferPointer(chunk))
-                }
-                remaining -= n
-            }
+            try stream.write(count: downloadLength, to: fd)
         } catch {
             return
         }
@@ -229,18 +236,8 @@ public final class HashServer: @unchecked Sendable {
         try header.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
         var stream = PatternStream(seed: seed)
         var hasher = SHA256()
+        try stream.write(count: upload, to: fd) { hasher.update(data: $0) }
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
-        var remaining = upload
-        while remaining > 0 {
-            let n = min(remaining, buffer.count)
-            try buffer.withUnsafeMutableBytes { raw in
-                let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
-                stream.fill(chunk)
-                try BlockingSocket.writeAll(fd, UnsafeRawBufferPointer(chunk))
-            }
-            hasher.update(data: buffer[0..<n])
-            remaining -= n
-        }
         // Half-close: the reply must still arrive in full.
         shutdown(fd, Int32(SHUT_WR))
         let reply = try BlockingSocket.readExactly(fd, 40)

@@ -9,16 +9,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-/// Whether the kernel tests run here; prints the reason loudly when they are skipped.
-let kernelTestsEnabled: Bool = {
-    guard let reason = KernelTestGate.unavailableReason else { return true }
-    if KernelTestGate.mustRun {
-        print("CI=true: running kernel tests although \(reason); they will fail")
-        return true
-    }
-    print("⚠️  SKIPPING kernel tests: \(reason)")
-    return false
-}()
+let kernelTestsEnabled = KernelTestGate.enabled
 
 /// Thread-safe list of connection end records.
 final class RecordLog: Sendable {
@@ -108,6 +99,17 @@ final class ProxyChain {
         let address = forwardAddress
         return try OSThread.run(in: testbed.namespace(.lan)) {
             try HashServer.transfer(to: address, upload: upload, download: download, seed: seed, timeoutSeconds: timeoutSeconds)
+        }
+    }
+
+    /// Connects from the LAN host and reads one byte: the errno it fails with (0 if none).
+    func lanReadErrno() throws -> Int32 {
+        let address = forwardAddress
+        return try OSThread.run(in: testbed.namespace(.lan)) { () -> Int32 in
+            let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
+            defer { close(fd) }
+            var byte: UInt8 = 0
+            return recv(fd, &byte, 1, 0) < 0 ? errno : 0
         }
     }
 

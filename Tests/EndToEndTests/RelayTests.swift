@@ -122,14 +122,7 @@ struct RelayTests {
     @Test("a refused destination resets the LAN connection and reports Connection Reset")
     func refusedDestination() throws {
         try withChain(destinationPort: 9999) { chain in
-            let address = chain.forwardAddress
-            let outcome = try OSThread.run(in: chain.testbed.namespace(.lan)) { () -> Int32 in
-                let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
-                defer { close(fd) }
-                var byte: UInt8 = 0
-                let n = recv(fd, &byte, 1, 0)
-                return n < 0 ? errno : 0
-            }
+            let outcome = try chain.lanReadErrno()
             #expect(outcome == ECONNRESET, "LAN host saw errno \(outcome), expected ECONNRESET")
             let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
             #expect(clientRecord.reason == .refusedByServer(.connectionReset))
@@ -146,14 +139,7 @@ struct RelayTests {
     func wrongKeyIsRefused() throws {
         let impostor = ClientKey(id: ProxyChain.key.id, secret: Array(repeating: 7, count: 32))
         try withChain(clientKey: impostor) { chain in
-            let address = chain.forwardAddress
-            let outcome = try OSThread.run(in: chain.testbed.namespace(.lan)) { () -> Int32 in
-                let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
-                defer { close(fd) }
-                var byte: UInt8 = 0
-                let n = recv(fd, &byte, 1, 0)
-                return n < 0 ? errno : 0
-            }
+            let outcome = try chain.lanReadErrno()
             #expect(outcome == ECONNRESET)
             let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
             #expect(clientRecord.reason == .refusedByServer(.notAuthorized))

@@ -6,15 +6,7 @@ import PathManager
 import TestSupport
 import Testing
 
-let kernelTestsEnabled: Bool = {
-    guard let reason = KernelTestGate.unavailableReason else { return true }
-    if KernelTestGate.mustRun {
-        print("CI=true: running kernel tests although \(reason); they will fail")
-        return true
-    }
-    print("⚠️  SKIPPING path-manager kernel tests: \(reason)")
-    return false
-}()
+let kernelTestsEnabled = KernelTestGate.enabled
 
 /// The path manager against the real kernel, in the testbed's gw namespace with no
 /// endpoints or per-source routing set up by the script.
