@@ -1,3 +1,4 @@
+import Glibc
 import Proxy
 import Synchronization
 
@@ -7,4 +8,14 @@ final class RecordCollector: Sendable {
     private let records = Mutex<[ConnectionRecord]>([])
     func append(_ record: ConnectionRecord) { records.withLock { $0.append(record) } }
     var reasons: [CloseReason] { records.withLock { $0.map(\.reason) } }
+
+    /// Waits up to `milliseconds` for a record with `reason`: the record is logged just after
+    /// the sockets close, so a peer can see the close a moment before the record exists.
+    func waitFor(_ reason: CloseReason, milliseconds: Int = 2_000) -> Bool {
+        for _ in 0..<(milliseconds / 10) {
+            if reasons.contains(reason) { return true }
+            usleep(10_000)
+        }
+        return reasons.contains(reason)
+    }
 }
