@@ -51,7 +51,7 @@ final class ClientConnection: ProxiedConnection {
             var first: [UInt8] = []
             if case .bytes(let bytes) = try read(upTo: Self.initialDataLimit, from: inbound) { first = bytes }
             initialBytes = first.count
-            let request = try ConvertMessage.signedRequest(to: convertDestination(destination), key: upstream.key, timestamp: unixSeconds())
+            let request = try ConvertMessage.signedRequest(to: ConvertDestination(destination), key: upstream.key, timestamp: unixSeconds())
             handshake = ClientHandshake(request: request + first)
 
             let (socket, _) = try Socket.makeStream(family: upstream.server.family, mptcp: upstream.mptcp)
@@ -91,7 +91,7 @@ final class ClientConnection: ProxiedConnection {
                 next = readReply(limit)
             case .startRelay:
                 record.bytesUp = UInt64(initialBytes)
-                if let outbound, outbound.transportKind() == .fallback || outbound.transportKind() == .tcp {
+                if let kind = outbound?.transportKind(), kind == .fallback || kind == .tcp {
                     context.logger.warning("MPTCP not available to \(upstream.server): connection \(record.peer.map { "\($0)" } ?? "?") -> \(destination) fell back to plain TCP")
                 }
                 startRelay()
@@ -175,13 +175,5 @@ final class ClientConnection: ProxiedConnection {
         case .closed:
             break
         }
-    }
-}
-
-/// The Connect TLV form of a socket address.
-func convertDestination(_ address: SocketAddress) -> ConvertDestination {
-    switch address.address {
-    case .v4(let b): return ConvertDestination(ipv4: (b[0], b[1], b[2], b[3]), port: address.port)
-    case .v6(let b): return ConvertDestination(address16: b, port: address.port)
     }
 }

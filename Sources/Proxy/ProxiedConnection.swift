@@ -207,7 +207,7 @@ class ProxiedConnection: EventHandler {
 
     /// Ends the connection once: logs its record, closes both sockets (with a reset when
     /// `reset`, so peers see a failure rather than a clean end), returns its pipes.
-    func finish(_ reason: CloseReason, reset: Bool = false, resetInbound: Bool? = nil) {
+    func finish(_ reason: CloseReason, reset: Bool = false) {
         guard !isClosed else { return }
         isClosed = true
         handshakeTimer.cancel()
@@ -223,18 +223,12 @@ class ProxiedConnection: EventHandler {
         relay = nil
         for socket in [inbound, outbound].compactMap({ $0 }) {
             loop.deregister(socket.fd)
-            let resetThis = socket == inbound ? (resetInbound ?? reset) : reset
-            if resetThis { socket.setLingerZero() }
+            if reset { socket.setLingerZero() }
             socket.close()
         }
         context.table.remove(self)
         let record = self.record
-        let isError: Bool
-        switch reason {
-        case .completed: isError = false
-        default: isError = true
-        }
-        context.logger.log(level: isError ? .notice : .info, "connection end: \(record)")
+        context.logger.log(level: reason == .completed ? .info : .notice, "connection end: \(record)")
         context.onEnd?(record)
     }
 

@@ -9,7 +9,8 @@ import MPTCPKernel
 final class ServerConnection: ProxiedConnection {
     private var handshake: ServerHandshake
     private var awaitingRead: Int?
-    private var connectTimer: LoopTimer?
+    /// The deadline of the current phase: connecting to the destination, or draining after an error reply.
+    private var phaseTimer: LoopTimer?
     /// Set while the error reply is out and we wait for the client's EOF (see `drainThenClose`).
     private var drainingReason: CloseReason?
 
@@ -107,12 +108,7 @@ final class ServerConnection: ProxiedConnection {
     }
 
     private func dial(_ destination: ConvertDestination) -> ServerHandshake.Action? {
-        let address: SocketAddress
-        if let v4 = destination.ipv4 {
-            address = SocketAddress(.v4(v4), port: destination.port)
-        } else {
-            address = SocketAddress(.v6(destination.address), port: destination.port)
-        }
+        let address = SocketAddress(destination)
         do {
             let (socket, _) = try Socket.makeStream(family: address.family, mptcp: false)
             outbound = socket
@@ -123,7 +119,7 @@ final class ServerConnection: ProxiedConnection {
                 guard let self, !isClosed, case .connecting = handshake.state else { return }
                 perform(handshake.connectFinished(errno: ETIMEDOUT))
             }
-            connectTimer = timer
+            phaseTimer = timer
             loop.arm(timer, after: timeouts.connect)
             return nil
         } catch {
@@ -143,7 +139,7 @@ final class ServerConnection: ProxiedConnection {
             self.outbound = nil
         }
         let timer = LoopTimer { [weak self] in self?.finish(reason, reset: true) }
-        connectTimer = timer
+        phaseTimer = timer
         loop.arm(timer, after: 1_000)
         discardUntilEOF()
     }
@@ -178,7 +174,7 @@ final class ServerConnection: ProxiedConnection {
             if fd == inbound.fd, let action = readRequest() { perform(action) }
         case .connecting:
             if let outbound, fd == outbound.fd, events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 {
-                connectTimer?.cancel()
+                phaseTimer?.cancel()
                 perform(handshake.connectFinished(errno: outbound.pendingError()))
             }
         case .replyingSuccess, .replyingError:
