@@ -1,11 +1,9 @@
+import DataPlane
 import Glibc
 
 /// An IPv4 or IPv6 socket address. Parses "a.b.c.d:port" and "[v6]:port".
 public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
-    public enum Address: Equatable, Hashable, Sendable {
-        case v4([UInt8])   // 4 bytes, network order
-        case v6([UInt8])   // 16 bytes, network order
-    }
+    public typealias Address = IPAddress
 
     public var address: Address
     public var port: UInt16
@@ -15,12 +13,7 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
         self.port = port
     }
 
-    public var family: Int32 {
-        switch address {
-        case .v4: return AF_INET
-        case .v6: return AF_INET6
-        }
-    }
+    public var family: Int32 { address.family }
 
     /// Parses "1.2.3.4:80", "[::1]:80". Throws a message naming what is wrong.
     public init(parsing text: String) throws(AddressParseError) {
@@ -34,47 +27,22 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
         }
         if host.hasPrefix("[") && host.hasSuffix("]") {
             host = String(host.dropFirst().dropLast())
-            guard let address = SocketAddress.parseIP(host), case .v6 = address else {
+            guard let address = IPAddress(parsing: host), case .v6 = address else {
                 throw AddressParseError("\"\(text)\": \"\(host)\" is not an IPv6 address")
             }
             self.init(address, port: port)
         } else {
-            guard let address = SocketAddress.parseIP(host), case .v4 = address else {
+            guard let address = IPAddress(parsing: host), case .v4 = address else {
                 throw AddressParseError("\"\(text)\": \"\(host)\" is not an IPv4 address (write IPv6 as [addr]:port)")
             }
             self.init(address, port: port)
         }
     }
 
-    /// Parses a bare IPv4 or IPv6 address.
-    public static func parseIP(_ text: String) -> Address? {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            return .v4(withUnsafeBytes(of: &v4) { Array($0) })
-        }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, text, &v6) == 1 {
-            return .v6(withUnsafeBytes(of: &v6) { Array($0) })
-        }
-        return nil
-    }
-
-    public var hostText: String {
-        switch address {
-        case .v4(let b): return "\(b[0]).\(b[1]).\(b[2]).\(b[3])"
-        case .v6(let b):
-            var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-            var raw = in6_addr()
-            withUnsafeMutableBytes(of: &raw) { $0.copyBytes(from: b) }
-            inet_ntop(AF_INET6, &raw, &buffer, socklen_t(buffer.count))
-            return String(cString: buffer)
-        }
-    }
-
     public var description: String {
         switch address {
-        case .v4: return "\(hostText):\(port)"
-        case .v6: return "[\(hostText)]:\(port)"
+        case .v4: return "\(address):\(port)"
+        case .v6: return "[\(address)]:\(port)"
         }
     }
 

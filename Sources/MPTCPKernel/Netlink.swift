@@ -25,21 +25,9 @@ public struct NetlinkError: Error, Equatable, Sendable, CustomStringConvertible 
     }
 }
 
-/// An IP address as netlink carries it.
-public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
-    case v4([UInt8])
-    case v6([UInt8])
-
-    public var family: UInt8 { if case .v4 = self { return UInt8(AF_INET) } else { return UInt8(AF_INET6) } }
-    public var bytes: [UInt8] { switch self { case .v4(let b), .v6(let b): return b } }
-
-    public init?(parsing text: String) {
-        switch SocketAddress.parseIP(text) {
-        case .v4(let b)?: self = .v4(b)
-        case .v6(let b)?: self = .v6(b)
-        case nil: return nil
-        }
-    }
+/// How netlink carries an address: a family byte and 16 bytes (IPv4 in the first 4).
+extension IPAddress {
+    var familyByte: UInt8 { UInt8(family) }
 
     init(family: UInt8, raw: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) {
         let all = withUnsafeBytes(of: raw) { Array($0) }
@@ -50,21 +38,6 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         var out: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &out) { $0.copyBytes(from: bytes) }
         return out
-    }
-
-    public var description: String {
-        switch self {
-        case .v4(let b): return SocketAddress(.v4(b), port: 0).hostText
-        case .v6(let b): return SocketAddress(.v6(b), port: 0).hostText
-        }
-    }
-
-    /// Link-local IPv6 (fe80::/10) and IPv4 169.254/16 carry no uplink.
-    public var isLinkLocal: Bool {
-        switch self {
-        case .v4(let b): return b[0] == 169 && b[1] == 254
-        case .v6(let b): return b[0] == 0xfe && (b[1] & 0xc0) == 0x80
-        }
     }
 }
 
@@ -134,7 +107,7 @@ public struct MPTCPEndpoint: Hashable, Sendable, CustomStringConvertible {
     var raw: mpx_pm_endpoint {
         var out = mpx_pm_endpoint()
         out.id = id
-        out.family = address.family
+        out.family = address.familyByte
         out.addr = address.raw16
         out.flags = flags.rawValue
         out.ifindex = interfaceIndex

@@ -1,3 +1,4 @@
+import DataPlane
 import CMPTCPNetlink
 import Glibc
 
@@ -179,7 +180,7 @@ public final class RouteClient {
     /// `ip route add|del [dst/len] [via gw] dev oif [src prefsrc] table T`.
     public func route(add: Bool, table: UInt32, destination: IPAddress?, prefixLength: UInt8, gateway: IPAddress?,
                       interfaceIndex: Int32, source: IPAddress?) throws(NetlinkError) {
-        let family = (destination ?? gateway ?? source)?.family ?? UInt8(AF_INET)
+        let family = (destination ?? gateway ?? source)?.familyByte ?? UInt8(AF_INET)
         let dst = destination?.bytes ?? [UInt8](repeating: 0, count: 16)
         let operation = "\(add ? "add" : "delete") route \(destination.map { "\($0)/\(prefixLength)" } ?? "default")\(gateway.map { " via \($0)" } ?? "") ifindex \(interfaceIndex) table \(table)"
         try socket.run(operation) { handle, error in
@@ -198,7 +199,7 @@ public final class RouteClient {
         let bytes = source.bytes
         let length = UInt8(bytes.count * 8)
         try socket.run("\(add ? "add" : "delete") rule from \(source) lookup \(table) priority \(priority)") { handle, error in
-            bytes.withUnsafeBufferPointer { mpx_rt_rule(handle, add ? 1 : 0, table, priority, source.family, $0.baseAddress, length, error) }
+            bytes.withUnsafeBufferPointer { mpx_rt_rule(handle, add ? 1 : 0, table, priority, source.familyByte, $0.baseAddress, length, error) }
         }
     }
 }

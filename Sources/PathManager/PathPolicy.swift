@@ -1,3 +1,4 @@
+import DataPlane
 import MPTCPKernel
 
 /// What the path manager does to the host: every change it makes is one of these.

@@ -1,3 +1,4 @@
+import DataPlane
 import MPTCPKernel
 @testable import PathManager
 import Testing

@@ -71,7 +71,7 @@ struct Load: ParsableCommand {
         let fd = socket(target.family, Int32(SOCK_STREAM.rawValue), mptcp ? 262 : 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
         if let bind {
-            guard let ip = SocketAddress.parseIP(bind) else { throw ValidationError("--bind \(bind) is not an IP address") }
+            guard let ip = IPAddress(parsing: bind) else { throw ValidationError("--bind \(bind) is not an IP address") }
             let any = SocketAddress(ip, port: 0)
             guard any.withSockAddr({ Glibc.bind(fd, $0, $1) }) == 0 else { throw SystemError("bind(\(bind))", errno: errno) }
         }
