@@ -43,13 +43,14 @@ public final class LoopGroup: @unchecked Sendable {
     }
 }
 
-/// Collects one result per loop; `wait` blocks the calling (non-loop) thread.
-final class ResultsBox<T>: @unchecked Sendable {
+/// Hands results from other threads to one waiting thread: one slot per producer; `wait`
+/// blocks the caller (never a loop thread) until every slot is filled.
+public final class ResultsBox<T>: @unchecked Sendable {
     private var results: [Result<T, Error>?]
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
 
-    init(count: Int) {
+    public init(count: Int) {
         results = Array(repeating: nil, count: count)
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&condition, nil)
@@ -60,14 +61,14 @@ final class ResultsBox<T>: @unchecked Sendable {
         pthread_cond_destroy(&condition)
     }
 
-    func set(_ index: Int, _ result: Result<T, Error>) {
+    public func set(_ index: Int, _ result: Result<T, Error>) {
         pthread_mutex_lock(&mutex)
         results[index] = result
         pthread_cond_broadcast(&condition)
         pthread_mutex_unlock(&mutex)
     }
 
-    func wait() -> [Result<T, Error>] {
+    public func wait() -> [Result<T, Error>] {
         pthread_mutex_lock(&mutex)
         while results.contains(where: { $0 == nil }) {
             pthread_cond_wait(&condition, &mutex)

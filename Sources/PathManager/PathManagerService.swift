@@ -22,7 +22,7 @@ public final class PathManagerService: @unchecked Sendable {
     private let logger: Logger
     private var thread: OSThread?
     private let stopRequested = Atomic<Bool>(false)
-    private let started = ResultSlot()
+    private let started = ResultsBox<Void>(count: 1)
     /// Every command carried out, with its outcome (for tests and metrics).
     public let journal = CommandJournal()
 
@@ -38,7 +38,7 @@ public final class PathManagerService: @unchecked Sendable {
             try OSThread.run(in: namespace) {}
         }
         thread = OSThread(name: "path-manager", namespace: configuration.namespace) { [self] in run() }
-        if let error = started.wait() {
+        if case .failure(let error) = started.wait()[0] {
             thread?.join()
             thread = nil
             throw error
@@ -71,12 +71,12 @@ public final class PathManagerService: @unchecked Sendable {
             }
             execute(policy.start(links: links, addresses: addresses, existing: existing, classify: classify), pm: pm, routes: routes)
         } catch {
-            started.set(error)
+            started.set(0, .failure(error))
             return
         }
         let events = try? PathManagerEventSocket()
         if events == nil { logger.warning("not subscribed to MPTCP events (needs CAP_NET_ADMIN); link and address changes still handled") }
-        started.set(nil)
+        started.set(0, .success(()))
 
         var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0)]
         if let events { fds.append(pollfd(fd: events.fd, events: Int16(POLLIN), revents: 0)) }
@@ -149,28 +149,4 @@ public final class CommandJournal: Sendable {
         entries.withLock { $0.append(Entry(command: command, milliseconds: monotonicMilliseconds(), error: error)) }
     }
     public var all: [Entry] { entries.withLock { $0 } }
-}
-
-/// A one-shot hand-off of the start-up outcome from the manager's thread.
-final class ResultSlot: @unchecked Sendable {
-    private var value: Error??
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-    func set(_ error: Error?) {
-        pthread_mutex_lock(&mutex)
-        value = .some(error)
-        pthread_cond_broadcast(&condition)
-        pthread_mutex_unlock(&mutex)
-    }
-    func wait() -> Error? {
-        pthread_mutex_lock(&mutex)
-        while value == nil { pthread_cond_wait(&condition, &mutex) }
-        let result = value!
-        pthread_mutex_unlock(&mutex)
-        return result
-    }
 }

@@ -24,16 +24,15 @@ func standbySubflows(_ testbed: Testbed) -> Int {
 
 /// Runs `transfer` while, on another thread, the active path (wifi) goes down at +1.5 s and,
 /// with `flap`, eth (by then active) goes down at +3 s and up at +3.5 s. The cut happens only
-/// once the connection has its standby subflows; `standbysReady` says whether it had.
-func duringHandover(_ chain: ProxyChain, flap: Bool, standbysReady: ResultFlag,
+/// once the connection has its standby subflows; `subflowsAtCut` says how many it had.
+func duringHandover(_ chain: ProxyChain, flap: Bool, subflowsAtCut: Locked<Int>,
                     _ transfer: @escaping () throws -> TransferResult) throws -> TransferResult {
     let testbed = chain.testbed
     let cutter = OSThread(name: "cutter") {
         usleep(1_500_000)
         let subflows = standbySubflows(testbed)
-        standbysReady.subflowsAtCut = subflows
+        subflowsAtCut.update { $0 = subflows }
         guard subflows >= 3 else { return }
-        standbysReady.set()
         _ = try? testbed.exec(.gw, ["ip", "link", "set", "wifi", "down"])
         guard flap else { return }
         usleep(1_500_000)
@@ -68,9 +67,9 @@ struct HandoverTests {
             // About 5 s: 40 Mbit/s on wifi, then 30+20 after the cut.
             let size = 24 << 20
             let result: TransferResult
-            let standbysReady = ResultFlag()
+            let subflowsAtCut = Locked(0)
             do {
-                result = try duringHandover(chain, flap: scenario.flap, standbysReady: standbysReady) {
+                result = try duringHandover(chain, flap: scenario.flap, subflowsAtCut: subflowsAtCut) {
                     scenario.download
                         ? try chain.transfer(upload: 0, download: size, seed: 11, timeoutSeconds: 20)
                         : try chain.transfer(upload: size, download: 0, seed: 12, timeoutSeconds: 20)
@@ -79,13 +78,13 @@ struct HandoverTests {
                 chain.printKernelState()
                 throw error
             }
-            guard standbysReady.isSet else {
+            guard subflowsAtCut.value >= 3 else {
                 // Seen about once in ten runs on Linux 6.18: the in-kernel PM never opened the
                 // standby subflows for this connection (only the initial one exists), so there
                 // is nothing to hand over to and a cut would hang the transfer. Reported, not
                 // hidden; the handover itself was not exercised in this run.
                 withKnownIssue("kernel opened no standby subflows for this connection", isIntermittent: true) {
-                    Issue.record("only \(standbysReady.subflowsAtCut) subflow(s) 1.5 s into the transfer; handover not exercised")
+                    Issue.record("only \(subflowsAtCut.value) subflow(s) 1.5 s into the transfer; handover not exercised")
                 }
                 return
             }
@@ -101,22 +100,5 @@ struct HandoverTests {
             #expect(promotion != nil && deletion != nil && promotion! < deletion!, "journal: \(journal.map(\.command))")
             #expect(gap < scenario.maximumGap, "longest stall \(gap) ms")
         }
-    }
-}
-
-final class ResultFlag: @unchecked Sendable {
-    private var value = false
-    var subflowsAtCut = 0
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    func set() {
-        pthread_mutex_lock(&lock)
-        value = true
-        pthread_mutex_unlock(&lock)
-    }
-    var isSet: Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return value
     }
 }

@@ -11,11 +11,19 @@ import Testing
 
 let kernelTestsEnabled = KernelTestGate.enabled
 
+/// A value shared by test threads.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func update(_ body: (inout Value) -> Void) { mutex.withLock { body(&$0) } }
+    var value: Value { mutex.withLock { $0 } }
+}
+
 /// Thread-safe list of connection end records.
 final class RecordLog: Sendable {
-    private let records = Mutex<[ConnectionRecord]>([])
-    func append(_ record: ConnectionRecord) { records.withLock { $0.append(record) } }
-    var all: [ConnectionRecord] { records.withLock { $0 } }
+    private let records = Locked<[ConnectionRecord]>([])
+    func append(_ record: ConnectionRecord) { records.update { $0.append(record) } }
+    var all: [ConnectionRecord] { records.value }
 
     /// Waits (bounded) until `count` records are in.
     func wait(for count: Int, seconds: Double = 10) -> [ConnectionRecord] {

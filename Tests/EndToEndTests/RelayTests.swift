@@ -89,18 +89,18 @@ struct RelayTests {
         try withChain(rates: .init(wifi: "400mbit", eth: "300mbit", cell: "200mbit")) { chain in
             let count = 200
             let address = chain.forwardAddress
-            let failures = RecordFailures()
+            let failures = Locked<[String]>([])
             let threads = (0..<count).map { index in
                 OSThread(name: "lan-\(index)", namespace: chain.testbed.namespace(.lan)) {
                     do {
                         _ = try HashServer.transfer(to: address, upload: 64 * 1024 + index, download: 32 * 1024 + index, seed: UInt64(index))
                     } catch {
-                        failures.add("connection \(index): \(error)")
+                        failures.update { $0.append("connection \(index): \(error)") }
                     }
                 }
             }
             threads.forEach { $0.join() }
-            #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
+            #expect(failures.value.isEmpty, "\(failures.value.prefix(5))")
             let records = chain.clientRecords.wait(for: count)
             #expect(records.count == count)
             #expect(records.allSatisfy { $0.reason == .completed })
@@ -165,21 +165,5 @@ struct RelayTests {
             #expect(record.transport == .fallback, "client leg: \(record.transport)")
             #expect(record.reason == .completed)
         }
-    }
-}
-
-final class RecordFailures: @unchecked Sendable {
-    private var items: [String] = []
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    func add(_ item: String) {
-        pthread_mutex_lock(&lock)
-        items.append(item)
-        pthread_mutex_unlock(&lock)
-    }
-    var all: [String] {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return items
     }
 }
