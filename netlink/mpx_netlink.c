@@ -314,11 +314,17 @@ static int transact(struct mpx_nl *nl, struct nlmsghdr *nlh, uint16_t pm_family,
     }
 }
 
-static struct nlmsghdr *genl_header(struct mpx_nl *nl, char *buf, uint16_t family, uint8_t cmd, uint16_t flags) {
+// Every request: NLM_F_REQUEST plus `flags`, and the socket's next sequence number.
+static struct nlmsghdr *request_header(struct mpx_nl *nl, char *buf, uint16_t type, uint16_t flags) {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = family;
+    nlh->nlmsg_type = type;
     nlh->nlmsg_flags = NLM_F_REQUEST | flags;
     nlh->nlmsg_seq = ++nl->seq;
+    return nlh;
+}
+
+static struct nlmsghdr *genl_header(struct mpx_nl *nl, char *buf, uint16_t family, uint8_t cmd, uint16_t flags) {
+    struct nlmsghdr *nlh = request_header(nl, buf, family, flags);
     struct genlmsghdr *genl = mnl_nlmsg_put_extra_header(nlh, sizeof *genl);
     genl->cmd = cmd;
     genl->version = MPX_PM_VERSION;
@@ -327,10 +333,7 @@ static struct nlmsghdr *genl_header(struct mpx_nl *nl, char *buf, uint16_t famil
 
 int mpx_pm_resolve(struct mpx_nl *nl, struct mpx_pm_family *out, struct mpx_nl_error *err) {
     char buf[8192];
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = GENL_ID_CTRL;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    nlh->nlmsg_seq = ++nl->seq;
+    struct nlmsghdr *nlh = request_header(nl, buf, GENL_ID_CTRL, NLM_F_ACK);
     struct genlmsghdr *genl = mnl_nlmsg_put_extra_header(nlh, sizeof *genl);
     genl->cmd = CTRL_CMD_GETFAMILY;
     genl->version = 1;
@@ -449,10 +452,7 @@ int mpx_pm_request_dump(struct mpx_nl *nl, const struct mpx_pm_family *fam, stru
 
 int mpx_rt_request_dump(struct mpx_nl *nl, uint16_t type, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = type;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    nlh->nlmsg_seq = ++nl->seq;
+    struct nlmsghdr *nlh = request_header(nl, buf, type, NLM_F_DUMP);
     struct rtgenmsg *gen = mnl_nlmsg_put_extra_header(nlh, sizeof(struct ifaddrmsg));
     gen->rtgen_family = AF_UNSPEC;
     if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { set_errno(err, "sendto(rtnetlink dump)"); return -1; }
@@ -464,10 +464,7 @@ int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
                  int32_t oif, const uint8_t *prefsrc, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
     size_t alen = family == AF_INET ? 4 : 16;
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
-    nlh->nlmsg_seq = ++nl->seq;
+    struct nlmsghdr *nlh = request_header(nl, buf, add ? RTM_NEWROUTE : RTM_DELROUTE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0));
     struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof *rtm);
     rtm->rtm_family = family;
     rtm->rtm_dst_len = dst_len;
@@ -486,10 +483,7 @@ int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
 int mpx_rt_rule(struct mpx_nl *nl, int add, uint32_t table, uint32_t priority, uint8_t family,
                 const uint8_t *src, uint8_t src_len, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = add ? RTM_NEWRULE : RTM_DELRULE;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
-    nlh->nlmsg_seq = ++nl->seq;
+    struct nlmsghdr *nlh = request_header(nl, buf, add ? RTM_NEWRULE : RTM_DELRULE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0));
     struct fib_rule_hdr *frh = mnl_nlmsg_put_extra_header(nlh, sizeof *frh);
     frh->family = family;
     frh->src_len = src_len;
