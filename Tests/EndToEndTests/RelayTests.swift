@@ -122,16 +122,7 @@ struct RelayTests {
     @Test("a refused destination resets the LAN connection and reports Connection Reset")
     func refusedDestination() throws {
         try withChain(destinationPort: 9999) { chain in
-            let outcome = try chain.lanReadErrno()
-            #expect(outcome == ECONNRESET, "LAN host saw errno \(outcome), expected ECONNRESET")
-            let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
-            #expect(clientRecord.reason == .refusedByServer(.connectionReset))
-            let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
-            guard case .rejected(let error) = serverRecord.reason else {
-                Issue.record("server record: \(serverRecord.reason)")
-                return
-            }
-            #expect(error.code == .connectionReset)
+            try expectRefused(chain, with: .connectionReset)
         }
     }
 
@@ -139,16 +130,7 @@ struct RelayTests {
     func wrongKeyIsRefused() throws {
         let impostor = ClientKey(id: ProxyChain.key.id, secret: Array(repeating: 7, count: 32))
         try withChain(clientKey: impostor) { chain in
-            let outcome = try chain.lanReadErrno()
-            #expect(outcome == ECONNRESET)
-            let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
-            #expect(clientRecord.reason == .refusedByServer(.notAuthorized))
-            let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
-            guard case .rejected(let error) = serverRecord.reason else {
-                Issue.record("server record: \(serverRecord.reason)")
-                return
-            }
-            #expect(error.code == .notAuthorized)
+            let error = try expectRefused(chain, with: .notAuthorized)
             #expect(error.reason.contains("MAC does not match"))
             #expect(chain.origin.connections == 0, "the origin must never see an unauthenticated client")
         }
@@ -166,4 +148,20 @@ struct RelayTests {
             #expect(record.reason == .completed)
         }
     }
+}
+
+/// A refused connection as each side sees it: the LAN host gets a reset, the client records
+/// the server's error code, the server records why it rejected the request.
+@discardableResult
+func expectRefused(_ chain: ProxyChain, with code: ConvertErrorCode) throws -> ConvertProtocolError {
+    let outcome = try chain.lanReadErrno()
+    #expect(outcome == ECONNRESET, "LAN host saw errno \(outcome), expected ECONNRESET")
+    let clientRecord = try #require(chain.clientRecords.wait(for: 1).first)
+    #expect(clientRecord.reason == .refusedByServer(code))
+    let serverRecord = try #require(chain.serverRecords.wait(for: 1).first)
+    guard case .rejected(let error) = serverRecord.reason else {
+        throw TrafficError("server record: \(serverRecord.reason), expected a rejection")
+    }
+    #expect(error.code == code)
+    return error
 }
