@@ -8,6 +8,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "mptcp-proxy", targets: ["MPTCPProxyCLI"]),
+        .executable(name: "mptcp-stats", targets: ["StatsCLI"]),
         .executable(name: "mptcp-bench", targets: ["BenchTool"]),
     ],
     dependencies: [
@@ -38,11 +39,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // mptcp-stats: sampling (sock_diag, PM), rates, and the terminal view.
+        .target(name: "Stats", dependencies: ["MPTCPKernel", "PathManager", "DataPlane"]),
         // Thin executable: argument parsing and wiring only.
         .executableTarget(name: "MPTCPProxyCLI", dependencies: [
             "Proxy", "PathManager",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "StatsCLI", dependencies: [
+            "Stats", "PathManager", "DataPlane",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the end-to-end tests and the benchmarks: testbed, traffic, checksums.
         .target(name: "TestSupport", dependencies: [

@@ -2,6 +2,7 @@
 // shared/reference/kernel-mptcp.md (attributes verified on Linux 6.18).
 #define _GNU_SOURCE
 #include "mpx_netlink.h"
+#include "mpx_netlink_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,19 +45,14 @@ _Static_assert(MPX_PM_ADDR_FLAG_LAMINAR == 0x20, "LAMINAR is 0x20 on 6.18");
 _Static_assert(sizeof(struct genlmsghdr) == 4, "genlmsghdr is 4 bytes");
 _Static_assert(sizeof(struct fib_rule_hdr) == 12, "fib_rule_hdr is 12 bytes");
 
-struct mpx_nl {
-    struct mnl_socket *sock;
-    uint32_t portid;
-    uint32_t seq;
-};
 
-static void set_error(struct mpx_nl_error *err, int code, const char *what) {
+void mpx_set_error(struct mpx_nl_error *err, int code, const char *what) {
     if (!err) return;
     err->code = code;
     snprintf(err->message, sizeof err->message, "%s", what);
 }
 
-static void set_errno(struct mpx_nl_error *err, const char *call) {
+void mpx_set_errno(struct mpx_nl_error *err, const char *call) {
     if (!err) return;
     err->code = errno;
     snprintf(err->message, sizeof err->message, "%s: %s", call, strerror(errno));
@@ -64,15 +60,15 @@ static void set_errno(struct mpx_nl_error *err, const char *call) {
 
 struct mpx_nl *mpx_nl_open(int bus, unsigned int groups, struct mpx_nl_error *err) {
     struct mpx_nl *nl = calloc(1, sizeof *nl);
-    if (!nl) { set_errno(err, "calloc"); return NULL; }
+    if (!nl) { mpx_set_errno(err, "calloc"); return NULL; }
     nl->sock = mnl_socket_open2(bus, SOCK_CLOEXEC);
-    if (!nl->sock) { set_errno(err, "mnl_socket_open"); free(nl); return NULL; }
+    if (!nl->sock) { mpx_set_errno(err, "mnl_socket_open"); free(nl); return NULL; }
     int on = 1;
     // Extended ACKs carry the kernel's own error text ("address not found", ...).
     mnl_socket_setsockopt(nl->sock, MPX_NETLINK_EXT_ACK, &on, sizeof on);
     mnl_socket_setsockopt(nl->sock, MPX_NETLINK_CAP_ACK, &on, sizeof on);
     if (mnl_socket_bind(nl->sock, groups, MNL_SOCKET_AUTOPID) < 0) {
-        set_errno(err, "mnl_socket_bind");
+        mpx_set_errno(err, "mnl_socket_bind");
         mnl_socket_close(nl->sock);
         free(nl);
         return NULL;
@@ -96,14 +92,14 @@ long mpx_nl_receive(struct mpx_nl *nl, void *buf, size_t len, int dontwait, stru
         if (n >= 0) return (long)n;
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-        set_errno(err, "recv(netlink)");
+        mpx_set_errno(err, "recv(netlink)");
         return -1;
     }
 }
 
 int mpx_nl_join_group(struct mpx_nl *nl, uint32_t group, struct mpx_nl_error *err) {
     if (mnl_socket_setsockopt(nl->sock, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
-        set_errno(err, "NETLINK_ADD_MEMBERSHIP");
+        mpx_set_errno(err, "NETLINK_ADD_MEMBERSHIP");
         return -1;
     }
     return 0;
@@ -111,7 +107,6 @@ int mpx_nl_join_group(struct mpx_nl *nl, uint32_t group, struct mpx_nl_error *er
 
 // ---------- parsing ----------
 
-struct attr_table { const struct nlattr *at[32]; int max; };
 
 static int collect_attr(const struct nlattr *attr, void *data) {
     struct attr_table *t = data;
@@ -120,35 +115,35 @@ static int collect_attr(const struct nlattr *attr, void *data) {
     return MNL_CB_OK;
 }
 
-static int parse_attrs(const struct nlmsghdr *nlh, size_t header, struct attr_table *t, int max) {
+int mpx_parse_attrs(const struct nlmsghdr *nlh, size_t header, struct attr_table *t, int max) {
     memset(t, 0, sizeof *t);
     t->max = max;
     return mnl_attr_parse(nlh, (unsigned int)header, collect_attr, t);
 }
 
-static int parse_nested(const struct nlattr *nest, struct attr_table *t, int max) {
+int mpx_parse_nested(const struct nlattr *nest, struct attr_table *t, int max) {
     memset(t, 0, sizeof *t);
     t->max = max;
     return mnl_attr_parse_nested(nest, collect_attr, t);
 }
 
-static int copy_addr(const struct nlattr *a, uint8_t out[16], size_t want) {
+int mpx_copy_addr(const struct nlattr *a, uint8_t out[16], size_t want) {
     if (!a || mnl_attr_get_payload_len(a) != want) return 0;
     memcpy(out, mnl_attr_get_payload(a), want);
     return 1;
 }
 
-static int attr_u8(const struct nlattr *a, uint8_t *out) {
+int mpx_attr_u8(const struct nlattr *a, uint8_t *out) {
     if (!a || mnl_attr_get_payload_len(a) < 1) return 0;
     *out = mnl_attr_get_u8(a);
     return 1;
 }
-static int attr_u16(const struct nlattr *a, uint16_t *out) {
+int mpx_attr_u16(const struct nlattr *a, uint16_t *out) {
     if (!a || mnl_attr_get_payload_len(a) < 2) return 0;
     *out = mnl_attr_get_u16(a);
     return 1;
 }
-static int attr_u32(const struct nlattr *a, uint32_t *out) {
+int mpx_attr_u32(const struct nlattr *a, uint32_t *out) {
     if (!a || mnl_attr_get_payload_len(a) < 4) return 0;
     *out = mnl_attr_get_u32(a);
     return 1;
@@ -156,22 +151,22 @@ static int attr_u32(const struct nlattr *a, uint32_t *out) {
 
 static void malformed(struct mpx_nl_record *out, const char *why) {
     out->kind = MPX_REC_MALFORMED;
-    set_error(&out->error, EBADMSG, why);
+    mpx_set_error(&out->error, EBADMSG, why);
 }
 
 static void parse_endpoint(const struct nlattr *nest, struct mpx_pm_endpoint *ep) {
     struct attr_table t;
     memset(ep, 0, sizeof *ep);
-    if (parse_nested(nest, &t, MPX_PM_ADDR_ATTR_MAX) < 0) return;
+    if (mpx_parse_nested(nest, &t, MPX_PM_ADDR_ATTR_MAX) < 0) return;
     uint16_t family = 0;
-    if (attr_u16(t.at[MPX_PM_ADDR_ATTR_FAMILY], &family)) ep->family = (uint8_t)family;
-    attr_u8(t.at[MPX_PM_ADDR_ATTR_ID], &ep->id);
-    if (!copy_addr(t.at[MPX_PM_ADDR_ATTR_ADDR4], ep->addr, 4))
-        copy_addr(t.at[MPX_PM_ADDR_ATTR_ADDR6], ep->addr, 16);
-    attr_u16(t.at[MPX_PM_ADDR_ATTR_PORT], &ep->port);
-    attr_u32(t.at[MPX_PM_ADDR_ATTR_FLAGS], &ep->flags);
+    if (mpx_attr_u16(t.at[MPX_PM_ADDR_ATTR_FAMILY], &family)) ep->family = (uint8_t)family;
+    mpx_attr_u8(t.at[MPX_PM_ADDR_ATTR_ID], &ep->id);
+    if (!mpx_copy_addr(t.at[MPX_PM_ADDR_ATTR_ADDR4], ep->addr, 4))
+        mpx_copy_addr(t.at[MPX_PM_ADDR_ATTR_ADDR6], ep->addr, 16);
+    mpx_attr_u16(t.at[MPX_PM_ADDR_ATTR_PORT], &ep->port);
+    mpx_attr_u32(t.at[MPX_PM_ADDR_ATTR_FLAGS], &ep->flags);
     uint32_t ifindex = 0;
-    if (attr_u32(t.at[MPX_PM_ADDR_ATTR_IF_IDX], &ifindex)) ep->ifindex = (int32_t)ifindex;
+    if (mpx_attr_u32(t.at[MPX_PM_ADDR_ATTR_IF_IDX], &ifindex)) ep->ifindex = (int32_t)ifindex;
 }
 
 static void parse_pm_event(const struct nlmsghdr *nlh, const struct genlmsghdr *genl, struct mpx_nl_record *out) {
@@ -179,27 +174,27 @@ static void parse_pm_event(const struct nlmsghdr *nlh, const struct genlmsghdr *
     struct mpx_pm_event *ev = &out->event;
     out->kind = MPX_REC_PM_EVENT;
     ev->type = genl->cmd;
-    if (parse_attrs(nlh, sizeof *genl, &t, MPX_ATTR_MAX) < 0) { malformed(out, "mptcp event: bad attributes"); return; }
-    if (attr_u32(t.at[MPX_ATTR_TOKEN], &ev->token)) ev->present |= MPX_EV_HAS_TOKEN;
+    if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_ATTR_MAX) < 0) { malformed(out, "mptcp event: bad attributes"); return; }
+    if (mpx_attr_u32(t.at[MPX_ATTR_TOKEN], &ev->token)) ev->present |= MPX_EV_HAS_TOKEN;
     uint16_t family = 0;
-    if (attr_u16(t.at[MPX_ATTR_FAMILY], &family)) ev->family = (uint8_t)family;
-    if (copy_addr(t.at[MPX_ATTR_SADDR4], ev->saddr, 4) || copy_addr(t.at[MPX_ATTR_SADDR6], ev->saddr, 16)) ev->present |= MPX_EV_HAS_SADDR;
-    if (copy_addr(t.at[MPX_ATTR_DADDR4], ev->daddr, 4) || copy_addr(t.at[MPX_ATTR_DADDR6], ev->daddr, 16)) ev->present |= MPX_EV_HAS_DADDR;
+    if (mpx_attr_u16(t.at[MPX_ATTR_FAMILY], &family)) ev->family = (uint8_t)family;
+    if (mpx_copy_addr(t.at[MPX_ATTR_SADDR4], ev->saddr, 4) || mpx_copy_addr(t.at[MPX_ATTR_SADDR6], ev->saddr, 16)) ev->present |= MPX_EV_HAS_SADDR;
+    if (mpx_copy_addr(t.at[MPX_ATTR_DADDR4], ev->daddr, 4) || mpx_copy_addr(t.at[MPX_ATTR_DADDR6], ev->daddr, 16)) ev->present |= MPX_EV_HAS_DADDR;
     uint16_t port;
     // Event ports are network order (unlike PM_ADDR_ATTR_PORT).
-    if (attr_u16(t.at[MPX_ATTR_SPORT], &port)) { ev->sport = ntohs(port); ev->present |= MPX_EV_HAS_PORTS; }
-    if (attr_u16(t.at[MPX_ATTR_DPORT], &port)) { ev->dport = ntohs(port); ev->present |= MPX_EV_HAS_PORTS; }
-    if (attr_u8(t.at[MPX_ATTR_LOC_ID], &ev->loc_id) | attr_u8(t.at[MPX_ATTR_REM_ID], &ev->rem_id)) ev->present |= MPX_EV_HAS_IDS;
-    if (attr_u8(t.at[MPX_ATTR_BACKUP], &ev->backup)) ev->present |= MPX_EV_HAS_BACKUP;
-    if (attr_u8(t.at[MPX_ATTR_ERROR], &ev->error)) ev->present |= MPX_EV_HAS_ERROR;
+    if (mpx_attr_u16(t.at[MPX_ATTR_SPORT], &port)) { ev->sport = ntohs(port); ev->present |= MPX_EV_HAS_PORTS; }
+    if (mpx_attr_u16(t.at[MPX_ATTR_DPORT], &port)) { ev->dport = ntohs(port); ev->present |= MPX_EV_HAS_PORTS; }
+    if (mpx_attr_u8(t.at[MPX_ATTR_LOC_ID], &ev->loc_id) | mpx_attr_u8(t.at[MPX_ATTR_REM_ID], &ev->rem_id)) ev->present |= MPX_EV_HAS_IDS;
+    if (mpx_attr_u8(t.at[MPX_ATTR_BACKUP], &ev->backup)) ev->present |= MPX_EV_HAS_BACKUP;
+    if (mpx_attr_u8(t.at[MPX_ATTR_ERROR], &ev->error)) ev->present |= MPX_EV_HAS_ERROR;
     uint32_t ifindex;
-    if (attr_u32(t.at[MPX_ATTR_IF_IDX], &ifindex)) { ev->ifindex = (int32_t)ifindex; ev->present |= MPX_EV_HAS_IFINDEX; }
+    if (mpx_attr_u32(t.at[MPX_ATTR_IF_IDX], &ifindex)) { ev->ifindex = (int32_t)ifindex; ev->present |= MPX_EV_HAS_IFINDEX; }
     // Required per event, as the kernel always sends them: a token for connection events.
     if (ev->type != MPX_EVENT_LISTENER_CREATED && ev->type != MPX_EVENT_LISTENER_CLOSED && !(ev->present & MPX_EV_HAS_TOKEN))
         malformed(out, "mptcp event without MPTCP_ATTR_TOKEN");
 }
 
-static void parse_error(const struct nlmsghdr *nlh, struct mpx_nl_record *out) {
+void mpx_parse_error(const struct nlmsghdr *nlh, struct mpx_nl_record *out) {
     const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
     if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *e) { malformed(out, "truncated NLMSG_ERROR"); return; }
     if (e->error == 0) { out->kind = MPX_REC_ACK; return; }
@@ -232,13 +227,13 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
     out->seq = nlh->nlmsg_seq;
     switch (nlh->nlmsg_type) {
     case NLMSG_DONE: out->kind = MPX_REC_DONE; return 1;
-    case NLMSG_ERROR: parse_error(nlh, out); return 1;
+    case NLMSG_ERROR: mpx_parse_error(nlh, out); return 1;
     case RTM_NEWLINK:
     case RTM_DELLINK: {
         const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
         if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifi) { malformed(out, "truncated ifinfomsg"); return 1; }
         struct attr_table t;
-        if (parse_attrs(nlh, sizeof *ifi, &t, IFLA_OPERSTATE) < 0) { malformed(out, "link: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *ifi, &t, IFLA_OPERSTATE) < 0) { malformed(out, "link: bad attributes"); return 1; }
         out->kind = MPX_REC_LINK;
         out->link.ifindex = ifi->ifi_index;
         out->link.flags = ifi->ifi_flags;
@@ -246,7 +241,7 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         if (t.at[IFLA_IFNAME] && mnl_attr_validate(t.at[IFLA_IFNAME], MNL_TYPE_NUL_STRING) == 0)
             snprintf(out->link.name, sizeof out->link.name, "%s", mnl_attr_get_str(t.at[IFLA_IFNAME]));
         else { malformed(out, "link without IFLA_IFNAME"); return 1; }
-        attr_u8(t.at[IFLA_OPERSTATE], &out->link.operstate);
+        mpx_attr_u8(t.at[IFLA_OPERSTATE], &out->link.operstate);
         return 1;
     }
     case RTM_NEWADDR:
@@ -254,7 +249,7 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
         if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifa) { malformed(out, "truncated ifaddrmsg"); return 1; }
         struct attr_table t;
-        if (parse_attrs(nlh, sizeof *ifa, &t, IFA_FLAGS) < 0) { malformed(out, "address: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *ifa, &t, IFA_FLAGS) < 0) { malformed(out, "address: bad attributes"); return 1; }
         out->kind = MPX_REC_ADDR;
         out->addr.ifindex = (int32_t)ifa->ifa_index;
         out->addr.family = ifa->ifa_family;
@@ -264,9 +259,20 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         out->addr.deleted = nlh->nlmsg_type == RTM_DELADDR;
         size_t want = ifa->ifa_family == AF_INET ? 4 : 16;
         // IFA_LOCAL is the interface's own address on point-to-point links.
-        if (!copy_addr(t.at[IFA_LOCAL], out->addr.addr, want) && !copy_addr(t.at[IFA_ADDRESS], out->addr.addr, want))
+        if (!mpx_copy_addr(t.at[IFA_LOCAL], out->addr.addr, want) && !mpx_copy_addr(t.at[IFA_ADDRESS], out->addr.addr, want))
             malformed(out, "address without IFA_ADDRESS of the right size");
-        attr_u32(t.at[IFA_FLAGS], &out->addr.flags);
+        mpx_attr_u32(t.at[IFA_FLAGS], &out->addr.flags);
+        return 1;
+    }
+    case RTM_NEWROUTE: {
+        const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *rtm) { malformed(out, "truncated rtmsg"); return 1; }
+        struct attr_table t;
+        if (mpx_parse_attrs(nlh, sizeof *rtm, &t, RTA_OIF) < 0) { malformed(out, "route: bad attributes"); return 1; }
+        out->kind = MPX_REC_ROUTE;
+        uint32_t oif = 0;
+        mpx_attr_u32(t.at[RTA_OIF], &oif);
+        out->route_oif = (int32_t)oif;
         return 1;
     }
     default:
@@ -278,14 +284,14 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         if (nlh->nlmsg_seq == 0) { parse_pm_event(nlh, genl, out); return 1; }
         // A reply to one of our requests (seq != 0): an endpoint or the limits.
         struct attr_table t;
-        if (parse_attrs(nlh, sizeof *genl, &t, MPX_PM_ATTR_SUBFLOWS) < 0) { malformed(out, "mptcp_pm reply: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_PM_ATTR_SUBFLOWS) < 0) { malformed(out, "mptcp_pm reply: bad attributes"); return 1; }
         if (t.at[MPX_PM_ATTR_ADDR]) {
             out->kind = MPX_REC_PM_ENDPOINT;
             parse_endpoint(t.at[MPX_PM_ATTR_ADDR], &out->endpoint);
         } else if (t.at[MPX_PM_ATTR_SUBFLOWS] || t.at[MPX_PM_ATTR_RCV_ADD_ADDRS]) {
             out->kind = MPX_REC_PM_LIMITS;
-            attr_u32(t.at[MPX_PM_ATTR_SUBFLOWS], &out->limit_subflows);
-            attr_u32(t.at[MPX_PM_ATTR_RCV_ADD_ADDRS], &out->limit_add_addr_accepted);
+            mpx_attr_u32(t.at[MPX_PM_ATTR_SUBFLOWS], &out->limit_subflows);
+            mpx_attr_u32(t.at[MPX_PM_ATTR_RCV_ADD_ADDRS], &out->limit_add_addr_accepted);
         }
         return 1;
     }
@@ -298,7 +304,7 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
 // Sends the message and reads until the kernel's ACK or error for it. A GET reply that
 // comes before the ACK is copied to `reply` when given.
 static int transact(struct mpx_nl *nl, struct nlmsghdr *nlh, uint16_t pm_family, struct mpx_nl_record *reply, struct mpx_nl_error *err) {
-    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { set_errno(err, "sendto(netlink)"); return -1; }
+    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { mpx_set_errno(err, "sendto(netlink)"); return -1; }
     char buf[16384];
     for (;;) {
         long n = mpx_nl_receive(nl, buf, sizeof buf, 0, err);
@@ -309,13 +315,13 @@ static int transact(struct mpx_nl *nl, struct nlmsghdr *nlh, uint16_t pm_family,
             if (rec.seq != nlh->nlmsg_seq) continue;  // an event or a stale answer
             if (rec.kind == MPX_REC_ERROR) { if (err) *err = rec.error; return -1; }
             if (rec.kind == MPX_REC_ACK) return 0;
-            if (reply && (rec.kind == MPX_REC_PM_LIMITS || rec.kind == MPX_REC_PM_ENDPOINT)) *reply = rec;
+            if (reply && (rec.kind == MPX_REC_PM_LIMITS || rec.kind == MPX_REC_PM_ENDPOINT || rec.kind == MPX_REC_ROUTE)) *reply = rec;
         }
     }
 }
 
 // Every request: NLM_F_REQUEST plus `flags`, and the socket's next sequence number.
-static struct nlmsghdr *request_header(struct mpx_nl *nl, char *buf, uint16_t type, uint16_t flags) {
+struct nlmsghdr *mpx_request_header(struct mpx_nl *nl, char *buf, uint16_t type, uint16_t flags) {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
     nlh->nlmsg_type = type;
     nlh->nlmsg_flags = NLM_F_REQUEST | flags;
@@ -324,7 +330,7 @@ static struct nlmsghdr *request_header(struct mpx_nl *nl, char *buf, uint16_t ty
 }
 
 static struct nlmsghdr *genl_header(struct mpx_nl *nl, char *buf, uint16_t family, uint8_t cmd, uint16_t flags) {
-    struct nlmsghdr *nlh = request_header(nl, buf, family, flags);
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, family, flags);
     struct genlmsghdr *genl = mnl_nlmsg_put_extra_header(nlh, sizeof *genl);
     genl->cmd = cmd;
     genl->version = MPX_PM_VERSION;
@@ -333,13 +339,13 @@ static struct nlmsghdr *genl_header(struct mpx_nl *nl, char *buf, uint16_t famil
 
 int mpx_pm_resolve(struct mpx_nl *nl, struct mpx_pm_family *out, struct mpx_nl_error *err) {
     char buf[8192];
-    struct nlmsghdr *nlh = request_header(nl, buf, GENL_ID_CTRL, NLM_F_ACK);
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, GENL_ID_CTRL, NLM_F_ACK);
     struct genlmsghdr *genl = mnl_nlmsg_put_extra_header(nlh, sizeof *genl);
     genl->cmd = CTRL_CMD_GETFAMILY;
     genl->version = 1;
     mnl_attr_put_strz(nlh, CTRL_ATTR_FAMILY_NAME, "mptcp_pm");
     uint32_t seq = nlh->nlmsg_seq;
-    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { set_errno(err, "sendto(GETFAMILY)"); return -1; }
+    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { mpx_set_errno(err, "sendto(GETFAMILY)"); return -1; }
     memset(out, 0, sizeof *out);
     for (;;) {
         long n = mpx_nl_receive(nl, buf, sizeof buf, 0, err);
@@ -350,24 +356,24 @@ int mpx_pm_resolve(struct mpx_nl *nl, struct mpx_pm_family *out, struct mpx_nl_e
             if (m->nlmsg_type == NLMSG_ERROR) {
                 struct mpx_nl_record rec;
                 memset(&rec, 0, sizeof rec);
-                parse_error(m, &rec);
+                mpx_parse_error(m, &rec);
                 if (rec.kind == MPX_REC_ACK) {
-                    if (out->id == 0) { set_error(err, ENOENT, "generic netlink family mptcp_pm not found"); return -1; }
-                    if (out->events_group == 0) { set_error(err, ENOENT, "mptcp_pm has no mptcp_pm_events group"); return -1; }
+                    if (out->id == 0) { mpx_set_error(err, ENOENT, "generic netlink family mptcp_pm not found"); return -1; }
+                    if (out->events_group == 0) { mpx_set_error(err, ENOENT, "mptcp_pm has no mptcp_pm_events group"); return -1; }
                     return 0;
                 }
-                if (rec.error.code == ENOENT) set_error(err, ENOENT, "generic netlink family mptcp_pm not found: is MPTCP enabled in this kernel?");
+                if (rec.error.code == ENOENT) mpx_set_error(err, ENOENT, "generic netlink family mptcp_pm not found: is MPTCP enabled in this kernel?");
                 else if (err) *err = rec.error;
                 return -1;
             }
             struct attr_table t;
-            if (parse_attrs(m, sizeof(struct genlmsghdr), &t, CTRL_ATTR_MCAST_GROUPS) < 0) continue;
-            attr_u16(t.at[CTRL_ATTR_FAMILY_ID], &out->id);
+            if (mpx_parse_attrs(m, sizeof(struct genlmsghdr), &t, CTRL_ATTR_MCAST_GROUPS) < 0) continue;
+            mpx_attr_u16(t.at[CTRL_ATTR_FAMILY_ID], &out->id);
             if (t.at[CTRL_ATTR_MCAST_GROUPS]) {
                 const struct nlattr *group;
                 mnl_attr_for_each_nested(group, t.at[CTRL_ATTR_MCAST_GROUPS]) {
                     struct attr_table g;
-                    if (parse_nested(group, &g, CTRL_ATTR_MCAST_GRP_ID) < 0) continue;
+                    if (mpx_parse_nested(group, &g, CTRL_ATTR_MCAST_GRP_ID) < 0) continue;
                     if (g.at[CTRL_ATTR_MCAST_GRP_NAME] && g.at[CTRL_ATTR_MCAST_GRP_ID] &&
                         strcmp(mnl_attr_get_str(g.at[CTRL_ATTR_MCAST_GRP_NAME]), "mptcp_pm_events") == 0)
                         out->events_group = mnl_attr_get_u32(g.at[CTRL_ATTR_MCAST_GRP_ID]);
@@ -437,7 +443,7 @@ int mpx_pm_get_limits(struct mpx_nl *nl, const struct mpx_pm_family *fam, uint32
     struct mpx_nl_record reply;
     memset(&reply, 0, sizeof reply);
     if (transact(nl, nlh, fam->id, &reply, err) < 0) return -1;
-    if (reply.kind != MPX_REC_PM_LIMITS) { set_error(err, EPROTO, "GET_LIMITS: no limits in the reply"); return -1; }
+    if (reply.kind != MPX_REC_PM_LIMITS) { mpx_set_error(err, EPROTO, "GET_LIMITS: no limits in the reply"); return -1; }
     *subflows = reply.limit_subflows;
     *add_addr_accepted = reply.limit_add_addr_accepted;
     return 0;
@@ -446,16 +452,16 @@ int mpx_pm_get_limits(struct mpx_nl *nl, const struct mpx_pm_family *fam, uint32
 int mpx_pm_request_dump(struct mpx_nl *nl, const struct mpx_pm_family *fam, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
     struct nlmsghdr *nlh = genl_header(nl, buf, fam->id, MPX_PM_CMD_GET_ADDR, NLM_F_DUMP);
-    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { set_errno(err, "sendto(GET_ADDR dump)"); return -1; }
+    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { mpx_set_errno(err, "sendto(GET_ADDR dump)"); return -1; }
     return (int)nlh->nlmsg_seq;
 }
 
 int mpx_rt_request_dump(struct mpx_nl *nl, uint16_t type, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
-    struct nlmsghdr *nlh = request_header(nl, buf, type, NLM_F_DUMP);
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, type, NLM_F_DUMP);
     struct rtgenmsg *gen = mnl_nlmsg_put_extra_header(nlh, sizeof(struct ifaddrmsg));
     gen->rtgen_family = AF_UNSPEC;
-    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { set_errno(err, "sendto(rtnetlink dump)"); return -1; }
+    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { mpx_set_errno(err, "sendto(rtnetlink dump)"); return -1; }
     return (int)nlh->nlmsg_seq;
 }
 
@@ -464,7 +470,7 @@ int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
                  int32_t oif, const uint8_t *prefsrc, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
     size_t alen = family == AF_INET ? 4 : 16;
-    struct nlmsghdr *nlh = request_header(nl, buf, add ? RTM_NEWROUTE : RTM_DELROUTE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0));
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, add ? RTM_NEWROUTE : RTM_DELROUTE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0));
     struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof *rtm);
     rtm->rtm_family = family;
     rtm->rtm_dst_len = dst_len;
@@ -480,10 +486,27 @@ int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
     return transact(nl, nlh, 0, NULL, err);
 }
 
+int mpx_rt_get_route(struct mpx_nl *nl, uint8_t family, const uint8_t *dst, const uint8_t *src,
+                     int32_t *oif, struct mpx_nl_error *err) {
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    size_t alen = family == AF_INET ? 4 : 16;
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, RTM_GETROUTE, NLM_F_ACK);
+    struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof *rtm);
+    rtm->rtm_family = family;
+    rtm->rtm_dst_len = (unsigned char)(alen * 8);
+    mnl_attr_put(nlh, RTA_DST, alen, dst);
+    if (src) { rtm->rtm_src_len = (unsigned char)(alen * 8); mnl_attr_put(nlh, RTA_SRC, alen, src); }
+    struct mpx_nl_record reply;
+    memset(&reply, 0, sizeof reply);
+    if (transact(nl, nlh, 0, &reply, err) < 0) return -1;
+    *oif = reply.kind == MPX_REC_ROUTE ? reply.route_oif : 0;
+    return 0;
+}
+
 int mpx_rt_rule(struct mpx_nl *nl, int add, uint32_t table, uint32_t priority, uint8_t family,
                 const uint8_t *src, uint8_t src_len, struct mpx_nl_error *err) {
     char buf[MNL_SOCKET_BUFFER_SIZE];
-    struct nlmsghdr *nlh = request_header(nl, buf, add ? RTM_NEWRULE : RTM_DELRULE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0));
+    struct nlmsghdr *nlh = mpx_request_header(nl, buf, add ? RTM_NEWRULE : RTM_DELRULE, NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0));
     struct fib_rule_hdr *frh = mnl_nlmsg_put_extra_header(nlh, sizeof *frh);
     frh->family = family;
     frh->src_len = src_len;

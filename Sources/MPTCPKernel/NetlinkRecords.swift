@@ -96,6 +96,7 @@ public enum NetlinkRecord: Sendable {
     case mptcpEvent(MPTCPEvent)
     case endpoint(MPTCPEndpoint)
     case limits(subflows: UInt32, addAddrAccepted: UInt32)
+    case diagSocket(DiagSocket)
     case done(sequence: UInt32)
     case ack(sequence: UInt32)
     case error(sequence: UInt32, NetlinkError)
@@ -130,6 +131,8 @@ public enum NetlinkRecord: Sendable {
             self = .endpoint(MPTCPEndpoint(raw.endpoint))
         case Int32(MPX_REC_PM_LIMITS.rawValue):
             self = .limits(subflows: raw.limit_subflows, addAddrAccepted: raw.limit_add_addr_accepted)
+        case Int32(MPX_REC_DIAG_SOCKET.rawValue):
+            self = .diagSocket(DiagSocket(raw.diag))
         case Int32(MPX_REC_DONE.rawValue):
             self = .done(sequence: raw.seq)
         case Int32(MPX_REC_ACK.rawValue):

@@ -24,13 +24,18 @@ final class NetlinkSocket {
 
     /// Reads datagrams until the dump with `sequence` is done, returning its records.
     func collectDump(sequence: UInt32, pmFamily: UInt16, operation: String) throws(NetlinkError) -> [NetlinkRecord] {
+        try collectDump(sequence: sequence, operation: operation) { NetlinkRecord.parse($0, pmFamily: pmFamily) }
+    }
+
+    /// Reads datagrams until the dump with `sequence` is done, parsing each with `parse`.
+    func collectDump(sequence: UInt32, operation: String, parse: ([UInt8]) -> [NetlinkRecord]) throws(NetlinkError) -> [NetlinkRecord] {
         var records: [NetlinkRecord] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             var error = mpx_nl_error()
             let count = buffer.withUnsafeMutableBytes { mpx_nl_receive(handle, $0.baseAddress, $0.count, 0, &error) }
             if count < 0 { throw NetlinkError(operation, error) }
-            for record in NetlinkRecord.parse(Array(buffer[0..<Int(count)]), pmFamily: pmFamily) {
+            for record in parse(Array(buffer[0..<Int(count)])) {
                 switch record {
                 case .done(let seq) where seq == sequence: return records
                 case .error(let seq, let failure) where seq == sequence:
@@ -192,6 +197,19 @@ public final class RouteClient {
                 }
             }
         }
+    }
+
+    /// `ip route get destination from source`: the interface index the kernel would use, or nil.
+    public func outputInterface(to destination: IPAddress, from source: IPAddress?) throws(NetlinkError) -> Int32? {
+        var oif: Int32 = 0
+        let dst = destination.bytes
+        let src = source?.familyByte == destination.familyByte ? source?.bytes : nil
+        try socket.run("route get \(destination)") { handle, error in
+            dst.withUnsafeBufferPointer { d in
+                withOptionalBytes(src) { s in mpx_rt_get_route(handle, destination.familyByte, d.baseAddress, s, &oif, error) }
+            }
+        }
+        return oif > 0 ? oif : nil
     }
 
     /// `ip rule add|del from source lookup table priority P`.

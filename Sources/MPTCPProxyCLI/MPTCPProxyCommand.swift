@@ -34,11 +34,24 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Run inside this network namespace (ip netns).")
     var netns: String?
 
+    @Option(help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (client and server; mptcp-stats --proxy reads it).")
+    var metrics: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
         }
         if let loops, !(1...256).contains(loops) { throw ValidationError("--loops must be 1...256") }
+        if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
+    }
+
+    /// Starts the metrics server of `service` when --metrics was given.
+    func startMetrics(_ service: ProxyService) throws -> MetricsServer? {
+        guard let metrics else { return nil }
+        let server = try MetricsServer(listen: try parseAddress(metrics, option: "--metrics"), namespace: netns.map(NetworkNamespace.init),
+                                       render: { [metrics = service.metrics] in metrics.render() })
+        server.start(logger: service.logger)
+        return server
     }
 
     func makeLogger(_ label: String) -> Logger {
@@ -60,9 +73,14 @@ struct RuntimeOptions: ParsableArguments {
     /// Blocks SIGINT/SIGTERM in every thread (loop threads inherit the mask), starts the
     /// service, waits for a signal, then drains and stops it.
     func run(_ service: ProxyService) throws {
-        try runUntilSignal(start: { try service.start() }, stop: { drain in
+        var metricsServer: MetricsServer?
+        try runUntilSignal(start: {
+            try service.start()
+            metricsServer = try startMetrics(service)
+        }, stop: { drain in
             service.logger.info("stop accepting, drain for up to \(drain) ms")
             service.shutdown(drainTimeout: drain)
+            metricsServer?.stop()
         }, logger: service.logger)
     }
 
@@ -159,11 +177,16 @@ struct ClientCommand: ParsableCommand {
         var pmConfiguration = try paths.configuration()
         pmConfiguration.namespace = configuration.namespace
         let manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+        var metricsServer: MetricsServer?
         try runtime.runUntilSignal(start: {
             try manager.start()
-            do { try service.start() } catch { manager.stop(); throw error }
+            do {
+                try service.start()
+                metricsServer = try runtime.startMetrics(service)
+            } catch { manager.stop(); throw error }
         }, stop: { drain in
             service.shutdown(drainTimeout: drain)
+            metricsServer?.stop()
             manager.stop()
         }, logger: logger)
     }

@@ -27,9 +27,8 @@ struct PathManagerOptions: ParsableArguments {
     func configuration() throws -> PathManagerConfiguration {
         var configuration = PathManagerConfiguration()
         for item in classes {
-            let (name, value) = try split(item, option: "--class")
-            guard let kind = InterfaceClass(parsing: value) else {
-                throw ValidationError("--class \(item): \"\(value)\" is not wifi, ethernet, cellular or other")
+            guard let (name, kind) = InterfaceClassifier.override(parsing: item) else {
+                throw ValidationError("--class \(item): expected IF=wifi|ethernet|cellular|other")
             }
             configuration.classifier.overrides[name] = kind
         }

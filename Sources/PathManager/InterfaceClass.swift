@@ -72,3 +72,12 @@ public struct InterfaceClassifier: Sendable {
         return .other
     }
 }
+
+extension InterfaceClassifier {
+    /// Parses one `IF=CLASS` override (the `--class` option of `client`, `pm` and `mptcp-stats`).
+    public static func override(parsing item: String) -> (name: String, kind: InterfaceClass)? {
+        let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, let kind = InterfaceClass(parsing: parts[1]) else { return nil }
+        return (parts[0], kind)
+    }
+}

@@ -28,12 +28,15 @@ final class ConnectionContext {
     let logger: Logger
     let timeouts: ConnectionTimeouts
     let onEnd: (@Sendable (ConnectionRecord) -> Void)?
+    let metrics: ProxyMetrics
 
-    init(loop: EventLoop, table: ConnectionTable, logger: Logger, timeouts: ConnectionTimeouts, onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
+    init(loop: EventLoop, table: ConnectionTable, logger: Logger, timeouts: ConnectionTimeouts, metrics: ProxyMetrics,
+         onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
         self.loop = loop
         self.table = table
         self.logger = logger
         self.timeouts = timeouts
+        self.metrics = metrics
         self.onEnd = onEnd
     }
 }
@@ -145,6 +148,11 @@ class ProxiedConnection: EventHandler {
         relay = SpliceRelay(client: inbound, server: outbound)
         lastActivity = loop.now
         loop.arm(idleTimer, after: timeouts.idle)
+        if let leg = mptcpLeg, let local = leg.localAddress(), let remote = leg.peerAddress() {
+            context.metrics.relayStarted(ObjectIdentifier(self), ProxyMetrics.LiveConnection(
+                peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination, keyID: record.keyID,
+                mptcpLocal: "\(local)", mptcpRemote: "\(remote)"))
+        }
         pumpRelay()
     }
 
@@ -229,6 +237,7 @@ class ProxiedConnection: EventHandler {
         context.table.remove(self)
         let record = self.record
         context.logger.log(level: reason == .completed ? .info : .notice, "connection end: \(record)")
+        context.metrics.ended(ObjectIdentifier(self), record)
         context.onEnd?(record)
     }
 

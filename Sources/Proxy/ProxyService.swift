@@ -17,6 +17,7 @@ public final class ProxyService: @unchecked Sendable {
     public let name: String
     public let logger: Logger
     public let active = ActiveCounter()
+    public let metrics: ProxyMetrics
     private let specs: [ListenerSpec]
     private let loopCount: Int
     private let namespace: NetworkNamespace?
@@ -35,6 +36,7 @@ public final class ProxyService: @unchecked Sendable {
         self.timeouts = timeouts
         self.logger = logger
         self.onEnd = onEnd
+        self.metrics = ProxyMetrics(role: name, active: active)
     }
 
     /// Starts the loops and opens every listener; throws (having cleaned up) if any fails.
@@ -42,7 +44,7 @@ public final class ProxyService: @unchecked Sendable {
         let group = try LoopGroup(count: loopCount, name: name, namespace: namespace)
         self.group = group
         let table = { [active] in ConnectionTable(counter: active) }
-        contexts = group.loops.map { ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, onEnd: onEnd) }
+        contexts = group.loops.map { ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd) }
         do {
             let contexts = self.contexts
             let specs = self.specs

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "mpx_mptcp_kernel.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +113,9 @@ int mpx_rt_request_dump(struct mpx_nl *nl, uint16_t type, struct mpx_nl_error *e
 int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
                  const uint8_t *dst, uint8_t dst_len, const uint8_t *gateway,
                  int32_t oif, const uint8_t *prefsrc, struct mpx_nl_error *err);
+// `ip route get dst from src`: the interface the kernel would send by (*oif; 0 = none).
+int mpx_rt_get_route(struct mpx_nl *nl, uint8_t family, const uint8_t *dst, const uint8_t *src,
+                     int32_t *oif, struct mpx_nl_error *err);
 // Adds or deletes a rule `from src/src_len lookup table priority P`.
 int mpx_rt_rule(struct mpx_nl *nl, int add, uint32_t table, uint32_t priority, uint8_t family,
                 const uint8_t *src, uint8_t src_len, struct mpx_nl_error *err);
@@ -128,6 +132,8 @@ enum mpx_record_kind {
     MPX_REC_ERROR = 7,     // NLMSG_ERROR with an errno (and extended-ACK text)
     MPX_REC_MALFORMED = 8, // the bytes are not a valid message; `error.message` says why
     MPX_REC_PM_LIMITS = 9, // GET_LIMITS reply
+    MPX_REC_DIAG_SOCKET = 10, // one socket of a sock_diag dump
+    MPX_REC_ROUTE = 11,    // RTM_NEWROUTE (the answer to mpx_rt_get_route)
 };
 
 // Attribute presence bits of struct mpx_pm_event.present.
@@ -153,14 +159,43 @@ struct mpx_pm_event {
     uint8_t saddr[16], daddr[16];
 };
 
+// --- sock_diag (NETLINK_SOCK_DIAG): MPTCP connections and their TCP subflows ---
+#define MPX_DIAG_PROTOCOL_MPTCP 262  // IPPROTO_MPTCP
+
+// One socket of an inet_diag dump, flattened. The tcp_info and mptcp_info fields are
+// valid when has_tcp_info / has_mptcp_info; the subflow fields when is_subflow (a TCP
+// socket whose ULP is "mptcp").
+struct mpx_diag_socket {
+    uint8_t family;
+    uint8_t state;           // TCP_* state numbers (MPTCP sockets use the same)
+    uint8_t has_tcp_info;
+    uint8_t has_mptcp_info;
+    uint8_t is_subflow;
+    uint8_t subflow_id_loc, subflow_id_rem;
+    uint8_t ca_state;
+    uint16_t sport, dport;   // host order
+    uint32_t ifindex;        // bound device (idiag_if), 0 = not bound
+    uint32_t uid, inode;
+    uint64_t cookie;         // the kernel's socket cookie: stable identity between samples
+    uint8_t src[16], dst[16];
+    uint32_t token_loc, token_rem, subflow_flags;
+    // struct tcp_info, the fields the monitor shows
+    uint32_t rtt_us, rttvar_us, snd_cwnd, snd_mss, unacked, lost, retrans, total_retrans;
+    uint32_t segs_out, segs_in;
+    uint64_t bytes_acked, bytes_received, bytes_sent, bytes_retrans, delivery_rate;
+    struct mpx_mptcp_info mptcp;
+};
+
 struct mpx_nl_record {
     int kind;              // enum mpx_record_kind
     uint32_t seq;
+    struct mpx_diag_socket diag;
     struct mpx_link link;
     struct mpx_ifaddr addr;
     struct mpx_pm_event event;
     struct mpx_pm_endpoint endpoint;
     uint32_t limit_subflows, limit_add_addr_accepted;
+    int32_t route_oif;     // MPX_REC_ROUTE: the output interface, 0 if none
     struct mpx_nl_error error;
 };
 
@@ -168,6 +203,14 @@ struct mpx_nl_record {
 // a record was produced, 0 at the end of the buffer. pm_family_id: the resolved mptcp_pm id
 // (0 if unknown) so generic netlink messages of that family can be recognised.
 int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_id, struct mpx_nl_record *out);
+
+// Starts a sock_diag dump of `protocol` (6 = TCP, MPX_DIAG_PROTOCOL_MPTCP) sockets of `family`
+// (AF_INET/AF_INET6) in every state but TIME_WAIT and SYN_RECV, with tcp_info/mptcp_info
+// and the MPTCP subflow ULP attributes. Returns the sequence number, or -1.
+int mpx_diag_request_dump(struct mpx_nl *nl, uint8_t family, uint32_t protocol, struct mpx_nl_error *err);
+// Like mpx_nl_next for a sock_diag socket (whose message types overlap rtnetlink's);
+// `protocol` is the one dumped (INET_DIAG_INFO is tcp_info or mptcp_info by protocol).
+int mpx_diag_next(const void *buf, size_t len, size_t *offset, uint32_t protocol, struct mpx_nl_record *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,51 @@
+import DataPlane
+import Foundation
+import Glibc
+
+/// Fetches a proxy's `/metrics` over plain HTTP/1.0 with a short deadline; the monitor must
+/// never hang on a slow or absent proxy.
+enum MetricsFetcher {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// - Parameter url: `http://HOST:PORT[/path]`, HOST an IPv4 address or `[IPv6]`.
+    static func get(_ url: String, timeoutMilliseconds: Int = 1000) throws(Failure) -> String {
+        guard url.hasPrefix("http://") else { throw Failure(description: "\(url): only http:// URLs are supported") }
+        let rest = url.dropFirst(7)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let hostPort = String(rest[..<slash])
+        let path = slash == rest.endIndex ? "/metrics" : String(rest[slash...])
+        guard let address = try? SocketAddress(parsing: hostPort) else {
+            throw Failure(description: "\(url): \"\(hostPort)\" is not ADDRESS:PORT")
+        }
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = address.withSockAddr { connect(fd, $0, $1) }
+        guard connected == 0 else { throw Failure(description: "connect \(hostPort): \(String(cString: strerror(errno)))") }
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(hostPort)\r\n\r\n".utf8)
+        guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else {
+            throw Failure(description: "send to \(hostPort): \(String(cString: strerror(errno)))")
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while response.count < 8 << 20 {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "read from \(hostPort): \(errno == EAGAIN ? "timed out" : String(cString: strerror(errno)))")
+            }
+            response += buffer[0..<count]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n") else { throw Failure(description: "\(url): not an HTTP response") }
+        let status = text[..<headerEnd.lowerBound].split(separator: "\r\n").first ?? ""
+        guard status.split(separator: " ").dropFirst().first == "200" else { throw Failure(description: "\(url): \(status)") }
+        return String(text[headerEnd.upperBound...])
+    }
+}
