@@ -64,8 +64,9 @@ let package = Package(
         .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
+        .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane"], exclude: ["Fixtures"]),
         .testTarget(name: "EndToEndTests", dependencies: [
-            "PathManager",
+            "PathManager", "Stats",
             "Proxy", "TestSupport", "DataPlane", "MPTCPKernel", "ConvertProtocol",
             .product(name: "Logging", package: "swift-log"),
         ]),
