@@ -116,13 +116,13 @@ public struct ScreenRenderer: Sendable {
     private func connectionLines(_ snapshot: StatsSnapshot, state: ViewState, room: Int, interactive: Bool) -> [String] {
         guard room > 1 else { return [] }
         let columns = [Column(" ", 1, priority: 10), Column("TOKEN", 10, priority: 6), Column("LOCAL", 21, priority: 9),
-                       Column("REMOTE", 21, priority: 8), Column("STATE", 5, priority: 3), Column("SF", 3, right: true, priority: 9),
+                       Column("REMOTE", 21, priority: 8), Column("STATE", 10, priority: 3), Column("SF", 3, right: true, priority: 9),
                        Column("TX Mb/s", 9, right: true, priority: 9), Column("RX Mb/s", 9, right: true, priority: 9),
                        Column("FLAGS", 8, priority: 5), Column("DESTINATION", 21, priority: 2, flexible: true)]
         let layout = TableLayout(columns, width: width)
         let subflowColumns = [Column("", 3, priority: 10), Column("LOCAL", 21, priority: 9), Column("REMOTE", 21, priority: 4),
                               Column("IFACE", 6, priority: 9), Column("CLASS", 8, priority: 3), Column("PRIO", 6, priority: 8),
-                              Column("STATE", 5, priority: 3), Column("TX", 9, right: true, priority: 9),
+                              Column("STATE", 10, priority: 3), Column("TX", 9, right: true, priority: 9),
                               Column("RX", 9, right: true, priority: 9), Column("RTT ms", 7, right: true, priority: 7),
                               Column("CWND", 5, right: true, priority: 6), Column("RETR", 5, right: true, priority: 5),
                               Column("LOSS%", 6, right: true, priority: 6)]
