@@ -1,4 +1,3 @@
-import DataPlane
 import Glibc
 
 /// An IPv4 or IPv6 address, network byte order: the one address type of the project, used by

@@ -43,7 +43,7 @@ public struct Socket: Hashable, Sendable {
     }
 
     public func bind(to address: SocketAddress) throws(SystemError) {
-        try address.withSockAddr { (sa, len) throws(SystemError) in
+        _ = try address.withSockAddr { (sa, len) throws(SystemError) in
             try syscall("bind(\(address))") { Glibc.bind(fd, sa, len) }
         }
     }

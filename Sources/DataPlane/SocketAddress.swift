@@ -1,4 +1,3 @@
-import DataPlane
 import Glibc
 
 /// An IPv4 or IPv6 socket address. Parses "a.b.c.d:port" and "[v6]:port".
