@@ -45,10 +45,10 @@ struct RuntimeOptions: ParsableArguments {
         if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
     }
 
-    /// Starts the metrics server of `service` when --metrics was given.
-    func startMetrics(_ service: ProxyService) throws -> MetricsServer? {
-        guard let metrics else { return nil }
-        let server = try MetricsServer(listen: try parseAddress(metrics, option: "--metrics"), namespace: netns.map(NetworkNamespace.init),
+    /// Starts the metrics server of `service` at --metrics, else at the configuration's address.
+    func startMetrics(_ service: ProxyService, configured: SocketAddress?) throws -> MetricsServer? {
+        guard let address = try metrics.map({ try parseAddress($0, option: "--metrics") }) ?? configured else { return nil }
+        let server = try MetricsServer(listen: address, namespace: netns.map(NetworkNamespace.init),
                                        render: { [metrics = service.metrics] in metrics.render() })
         server.start(logger: service.logger)
         return server
@@ -72,11 +72,11 @@ struct RuntimeOptions: ParsableArguments {
 
     /// Blocks SIGINT/SIGTERM in every thread (loop threads inherit the mask), starts the
     /// service, waits for a signal, then drains and stops it.
-    func run(_ service: ProxyService) throws {
+    func run(_ service: ProxyService, metrics configured: SocketAddress?) throws {
         var metricsServer: MetricsServer?
         try runUntilSignal(start: {
             try service.start()
-            metricsServer = try startMetrics(service)
+            metricsServer = try startMetrics(service, configured: configured)
         }, stop: { drain in
             service.logger.info("stop accepting, drain for up to \(drain) ms")
             service.shutdown(drainTimeout: drain)
@@ -173,7 +173,7 @@ struct ClientCommand: ParsableCommand {
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
         let service = ProxyClient.makeService(configuration, logger: logger)
-        guard !noPathManager else { return try runtime.run(service) }
+        guard !noPathManager else { return try runtime.run(service, metrics: configuration.metrics) }
         var pmConfiguration = try paths.configuration()
         pmConfiguration.namespace = configuration.namespace
         let manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
@@ -182,7 +182,7 @@ struct ClientCommand: ParsableCommand {
             try manager.start()
             do {
                 try service.start()
-                metricsServer = try runtime.startMetrics(service)
+                metricsServer = try runtime.startMetrics(service, configured: configuration.metrics)
             } catch { manager.stop(); throw error }
         }, stop: { drain in
             service.shutdown(drainTimeout: drain)
@@ -233,6 +233,6 @@ struct ServerCommand: ParsableCommand {
         if allowUnauthenticated { configuration.allowUnauthenticated = true }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
-        try runtime.run(ProxyServer.makeService(configuration, logger: logger))
+        try runtime.run(ProxyServer.makeService(configuration, logger: logger), metrics: configuration.metrics)
     }
 }

@@ -4,7 +4,7 @@ import DataPlane
 /// Reading client and server configuration files (format: ConfigFile; reference:
 /// docs/configuration.md). Relative paths inside a file are relative to that file.
 enum TimeoutKeys {
-    static let all: Set<String> = ["handshake-timeout-ms", "connect-timeout-ms", "idle-timeout-ms", "loops"]
+    static let all: Set<String> = ["handshake-timeout-ms", "connect-timeout-ms", "idle-timeout-ms", "loops", "metrics"]
 
     static func apply(_ reader: ConfigReader, timeouts: inout ConnectionTimeouts, loops: inout Int) throws(ConfigError) {
         if let value = try reader.integer("handshake-timeout-ms", in: 100...600_000) { timeouts.handshake = UInt64(value) }
@@ -55,6 +55,7 @@ extension ClientConfiguration {
         upstream.fastOpen = try root.boolean("fast-open") ?? true
         var configuration = ClientConfiguration(forwards: forwards, upstream: upstream)
         try TimeoutKeys.apply(root, timeouts: &configuration.timeouts, loops: &configuration.loops)
+        configuration.metrics = try root.address("metrics")
         return configuration
     }
 }
@@ -84,6 +85,7 @@ extension ServerConfiguration {
         if let skew = try root.integer("max-clock-skew-s", in: 1...3600) { configuration.maximumClockSkew = UInt64(skew) }
         if let queue = try root.integer("fast-open-queue", in: 0...65535) { configuration.fastOpenQueue = Int32(queue) }
         try TimeoutKeys.apply(root, timeouts: &configuration.timeouts, loops: &configuration.loops)
+        configuration.metrics = try root.address("metrics")
         return configuration
     }
 }

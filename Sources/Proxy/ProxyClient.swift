@@ -20,6 +20,8 @@ public struct ClientConfiguration: Sendable {
     public var timeouts = ConnectionTimeouts()
     public var loops = LoopGroup.coreCount
     public var namespace: NetworkNamespace?
+    /// Serve /metrics here (`metrics` in the file, `--metrics` on the command line).
+    public var metrics: SocketAddress?
 
     public init(forwards: [Forward], upstream: UpstreamEndpoint) {
         self.forwards = forwards

@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable {
     /// Seconds a cookie timestamp may differ from our clock.
     public var maximumClockSkew: UInt64 = 60
     public var namespace: NetworkNamespace?
+    /// Serve /metrics here (`metrics` in the file, `--metrics` on the command line).
+    public var metrics: SocketAddress?
 
     public init(listen: [SocketAddress], keys: [ClientKey]) {
         self.listen = listen

@@ -40,6 +40,7 @@ struct ConfigTests {
             server = "10.9.9.9:4443"
             key-file = "\(key)"
             idle-timeout-ms = 60_000
+            metrics = "127.0.0.1:9100"
             [[forward]]
             listen = "0.0.0.0:8080"
             to = "10.20.0.2:80"
@@ -52,6 +53,7 @@ struct ConfigTests {
         #expect(config.forwards[1].destination.description == "[2001:db8::1]:443")
         #expect(config.timeouts.idle == 60_000)
         #expect(config.upstream.key.id == "gw1")
+        #expect(config.metrics?.description == "127.0.0.1:9100")
 
         let cases: [(String, String)] = [
             ("server = \"10.9.9.9:4443\"\nkey-file = \"\(key)\"\n[[forward]]\nlisten = \"0.0.0.0:8080\"\nto = \"10.20.0.2\"\n", ":5: to: \"10.20.0.2\" has no :PORT"),
@@ -61,6 +63,7 @@ struct ConfigTests {
             ("server = \"1.2.3.4:5\"\nserver = \"1.2.3.4:6\"\n", ":2: server: key set twice (first on line 1)"),
             ("server = \"1.2.3.4:5\"\nkey-file = \"\(key)\"\nidle-timeout-ms = 5\n[[forward]]\nlisten = \"0.0.0.0:1\"\nto = \"1.2.3.4:5\"\n", ":3: idle-timeout-ms: 5 is outside"),
             ("server = \"1.2.3.4:5\nkey-file = \"x\"\n", ":1: server: value"),
+            ("server = \"1.2.3.4:5\"\nkey-file = \"\(key)\"\nmetrics = \"localhost:9100\"\n[[forward]]\nlisten = \"0.0.0.0:1\"\nto = \"1.2.3.4:5\"\n", ":3: metrics: \"localhost:9100\": \"localhost\" is not an IPv4 address"),
         ]
         for (index, (text, expected)) in cases.enumerated() {
             let path = temporaryFile("bad\(index).toml", text)
