@@ -103,7 +103,8 @@ public final class StatsMonitor {
             _ = poll(&fds, nfds_t(fds.count), wait)
             if fds[0].revents & Int16(POLLIN) != 0 {
                 let visible = state.arrange(snapshot.connections).map(\.token)
-                for key in terminal.readKeys() {
+                guard let keys = terminal.readKeys() else { return }  // end of input: the terminal is gone
+                for key in keys {
                     switch state.handle(key, visible: visible) {
                     case .quit: return
                     case .resume: deadline = monotonicMicroseconds()
@@ -113,9 +114,9 @@ public final class StatsMonitor {
             } else if fds[0].revents & Int16(POLLHUP | POLLERR) != 0 {
                 return  // the terminal went away (SSH dropped)
             }
-            if fds.count > 1, fds[1].revents & Int16(POLLIN) != 0, !state.paused {
-                collectEvents()
-                snapshot.events = events
+            if fds.count > 1, fds[1].revents & Int16(POLLIN) != 0 {
+                collectEvents()  // always drained, or poll would report it again at once
+                if !state.paused { snapshot.events = events }
             }
             if monotonicMicroseconds() >= deadline {
                 if !state.paused { snapshot = try next() }
@@ -147,9 +148,14 @@ public struct MonitorError: Error, CustomStringConvertible {
 nonisolated(unsafe) private var stopSignal: sig_atomic_t = 0
 
 private func installStopSignals() {
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
+    for signal in [SIGINT, SIGTERM, SIGHUP, SIGWINCH] {
         var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in stopSignal = 1 }
+        // SIGWINCH only interrupts poll, so the screen is redrawn at the new size at once.
+        if signal == SIGWINCH {
+            action.__sigaction_handler.sa_handler = { _ in }
+        } else {
+            action.__sigaction_handler.sa_handler = { _ in stopSignal = 1 }
+        }
         sigemptyset(&action.sa_mask)
         action.sa_flags = 0  // no SA_RESTART: poll and nanosleep return EINTR
         sigaction(signal, &action, nil)

@@ -48,11 +48,12 @@ final class Terminal {
         write(frame)
     }
 
-    /// The keys typed since the last call (non-blocking).
-    func readKeys() -> [ViewState.Key] {
+    /// The keys typed since the last call (non-blocking); nil at the end of input.
+    func readKeys() -> [ViewState.Key]? {
         var buffer = [UInt8](repeating: 0, count: 256)
         let count = read(0, &buffer, buffer.count)
-        guard count > 0 else { return [] }
+        if count == 0 { return nil }
+        guard count > 0 else { return errno == EAGAIN || errno == EINTR ? [] : nil }
         return KeyDecoder.keys(Array(buffer[0..<count]))
     }
 
