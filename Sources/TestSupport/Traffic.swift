@@ -188,6 +188,10 @@ public final class HashServer: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
         var lastRead: UInt64 = 0
         var longestGap: UInt64 = 0
+        // Small uploads are kept, so a corrupted one can be located (see reportDivergence).
+        let diagnosisLimit = 256 * 1024
+        var received: [UInt8] = []
+        var receivedCount = 0
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
@@ -196,7 +200,10 @@ public final class HashServer: @unchecked Sendable {
             if lastRead != 0 { longestGap = max(longestGap, now - lastRead) }
             lastRead = now
             hasher.update(data: buffer[0..<n])
+            if received.count < diagnosisLimit { received += buffer[0..<min(n, diagnosisLimit - received.count)] }
+            receivedCount += n
         }
+        if receivedCount <= diagnosisLimit { reportDivergence(received, seed: seed) }
         // Reply: SHA-256 of the upload, then the longest gap between its reads (µs, 8 bytes).
         let digest = Array(hasher.finalize()) + (0..<8).map { UInt8(truncatingIfNeeded: longestGap >> UInt64(56 - 8 * $0)) }
         do {
@@ -206,6 +213,28 @@ public final class HashServer: @unchecked Sendable {
         } catch {
             return
         }
+    }
+
+    /// Compares an upload with the pattern its client sent (the writer fills 256 KiB chunks,
+    /// so one fill reproduces an upload up to that size) and prints where it first differs:
+    /// the SHA-256 check says *that* bytes changed, this says where and how.
+    static func reportDivergence(_ received: [UInt8], seed: UInt64) {
+        var expected = [UInt8](repeating: 0, count: received.count)
+        var stream = PatternStream(seed: seed)
+        expected.withUnsafeMutableBytes { stream.fill($0) }
+        guard let offset = received.indices.first(where: { received[$0] != expected[$0] }) else { return }
+        let lastBad = received.indices.last(where: { received[$0] != expected[$0] }) ?? offset
+        // Where did the bytes at the divergence come from? Look for them in the expected stream.
+        let probe = Array(received[offset..<min(offset + 16, received.count)])
+        var foundAt: Int?
+        if probe.count == 16 {
+            for start in 0...(expected.count - 16) where expected[start] == probe[0] && Array(expected[start..<start + 16]) == probe {
+                foundAt = start
+                break
+            }
+        }
+        print("hash-server: upload of \(received.count) bytes (seed \(seed)) differs from offset \(offset) to \(lastBad); "
+              + "the bytes at \(offset) are \(foundAt.map { "the pattern's bytes at \($0)" } ?? "not from this stream")")
     }
 
     public func stop() {

@@ -101,6 +101,13 @@ struct RelayTests {
             }
             threads.forEach { $0.join() }
             #expect(failures.value.isEmpty, "\(failures.value.prefix(5))")
+            if !failures.value.isEmpty {
+                // Which leg lost or changed bytes: uploads are 16 + 65536 + index bytes.
+                let expected = Set((0..<count).map { UInt64(16 + 64 * 1024 + $0) })
+                for record in chain.serverRecords.wait(for: count, seconds: 2) + chain.clientRecords.all where !expected.contains(record.bytesUp) {
+                    print("unexpected upload size: \(record)")
+                }
+            }
             let records = chain.clientRecords.wait(for: count)
             #expect(records.count == count)
             #expect(records.allSatisfy { $0.reason == .completed })
