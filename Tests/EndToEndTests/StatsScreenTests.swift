@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import PathManager
 import Proxy
+import Stats
 import TestSupport
 import Testing
 
@@ -84,6 +85,17 @@ struct StatsScreenTests {
         return reading
     }
 
+    /// `mptcp-stats --once` as user nobody inside `namespace` (entered as root by ip netns
+    /// exec, then privileges dropped), from a copy of the binary that nobody can read.
+    static func runUnprivileged(_ binary: String, in namespace: String) throws -> String {
+        let directory = "/tmp/mpx-stats-\(getpid())"
+        mkdir(directory, 0o755)
+        defer { unlink(directory + "/mptcp-stats"); rmdir(directory) }
+        try Testbed.run(["install", "-m", "0755", binary, directory + "/mptcp-stats"])
+        return try Testbed.run(["ip", "netns", "exec", namespace, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                directory + "/mptcp-stats", "--once", "--interval", "0.5"])
+    }
+
     @Test("under tmux during a three-path upload: three subflows at their links' rates, labelled; wifi goes down and the screen follows")
     func liveScreen() throws {
         if (try? Testbed.run(["tmux", "-V"])) == nil {
@@ -119,6 +131,18 @@ struct StatsScreenTests {
             }
             #expect(Set(moving.subflows.filter { $0.tx > 1 }.map(\.interface)) == ["wifi", "eth", "cell"], "screen:\n\(moving.text)")
             #expect(moving.text.contains(Testbed.originAddress + ":\(ProxyChain.originPort)"), "destination label from /metrics")
+
+            // 1b. The scripting modes see the same: --json as root (decoded), and --once as an
+            //     unprivileged user (what the kernel shows it, and what it cannot see).
+            let json = try Testbed.run([binary, "--netns", gw.name, "--json", "--interval", "0.5", "--count", "1", "--class", "wifi=wifi"])
+            let snapshot = try JSONDecoder().decode(StatsSnapshot.self, from: Data(json.utf8))
+            let connection = try #require(snapshot.connections.first { $0.subflows.count == 3 }, "\(json)")
+            #expect(Set(connection.subflows.map(\.interface)) == ["wifi", "eth", "cell"])
+            #expect(connection.subflows.allSatisfy { ($0.txBitsPerSecond ?? 0) > 1e6 && $0.rttMilliseconds > 0 })
+            #expect(snapshot.endpoints?.count == 3 && snapshot.notes.isEmpty)
+            let unprivileged = try Self.runUnprivileged(binary, in: gw.name)
+            #expect(unprivileged.contains("no path-manager events: subscribing needs CAP_NET_ADMIN"), "\(unprivileged)")
+            #expect(unprivileged.split(separator: "\n").filter { $0.contains("└") }.count == 3, "\(unprivileged)")
 
             // 2. After 3 s of warm-up (slow start, joins), the screen's readings over 4 s
             //    beside the links' own byte counters for the same time.
