@@ -31,7 +31,7 @@ public struct RateTracker {
     /// - Parameters:
     ///   - wallTime: Unix seconds of the sample, for display.
     ///   - labels: proxied destinations by `ProxyLabels.key(local:remote:)` of the MPTCP socket.
-    public mutating func update(_ sample: KernelSample, wallTime: Double, events: [EventLine] = [],
+    public mutating func update(_ sample: KernelSample, wallTime: Double, events: [EventLine] = [], eventsAvailable: Bool = true,
                                 labels: [String: String] = [:], notes: [String] = []) -> StatsSnapshot {
         var seen: [UInt64: Counters] = [:]
         let interval = previousTime.map { Double(sample.time &- $0) / 1e6 } ?? 0
@@ -115,7 +115,7 @@ public struct RateTracker {
         }
         return StatsSnapshot(time: wallTime, interval: interval, connections: connections, interfaces: interfaces,
                              endpoints: endpoints, limits: sample.limits, listeners: sample.listeners,
-                             events: events, notes: notes)
+                             events: events, eventsAvailable: eventsAvailable, notes: notes)
     }
 
     private mutating func interfaceClass(_ name: String) -> String {

@@ -88,7 +88,7 @@ public struct ScreenRenderer: Sendable {
     private func eventLines(_ snapshot: StatsSnapshot, count: Int) -> [String] {
         guard count > 0 else { return [] }
         let recent = snapshot.events.suffix(count)
-        if recent.isEmpty { return [fitText("events: none yet")] }
+        if recent.isEmpty { return [fitText(snapshot.eventsAvailable ? "events: none yet" : "events: not available")] }
         return recent.map { fitText("\(clock($0.time)) \($0.text)") }
     }
 
@@ -118,6 +118,7 @@ public struct ScreenRenderer: Sendable {
         let columns = [Column(" ", 1, priority: 10), Column("TOKEN", 10, priority: 6), Column("LOCAL", 21, priority: 9),
                        Column("REMOTE", 21, priority: 8), Column("STATE", 10, priority: 3), Column("SF", 3, right: true, priority: 9),
                        Column("TX Mb/s", 9, right: true, priority: 9), Column("RX Mb/s", 9, right: true, priority: 9),
+                       Column("SENT/RECEIVED", 15, right: true, priority: 4),
                        Column("FLAGS", 8, priority: 5), Column("DESTINATION", 21, priority: 2, flexible: true)]
         let layout = TableLayout(columns, width: width)
         let subflowColumns = [Column("", 3, priority: 10), Column("LOCAL", 21, priority: 9), Column("REMOTE", 21, priority: 4),
@@ -136,6 +137,7 @@ public struct ScreenRenderer: Sendable {
             if connection.fallback { flags.append("fallback") }
             let row = layout.row([selected ? ">" : " ", String(connection.token), connection.local, connection.remote, connection.state,
                                   "\(connection.subflowCount)", megabits(connection.txBitsPerSecond), megabits(connection.rxBitsPerSecond),
+                                  "\(bytes(connection.bytesSent))/\(bytes(connection.bytesReceived))",
                                   flags.joined(separator: ","), connection.destination ?? ""])
             var lines = [selected ? paint(row, .reverse) : (connection.fallback ? paint(row, .red) : row)]
             if state.isExpanded(connection.token) || !interactive {
@@ -175,6 +177,15 @@ public struct ScreenRenderer: Sendable {
         guard let bitsPerSecond else { return "-" }
         let value = bitsPerSecond / 1e6
         return String(format: value >= 100 ? "%.1f" : "%.2f", value)
+    }
+
+    /// 1.2K, 34.5M, 6.7G: totals in little room.
+    private func bytes(_ count: UInt64) -> String {
+        let units: [(Double, String)] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")]
+        for (scale, suffix) in units where Double(count) >= scale {
+            return String(format: "%.1f", Double(count) / scale) + suffix
+        }
+        return "\(count)"
     }
 
     private func clock(_ unixSeconds: Double) -> String {

@@ -56,7 +56,7 @@ public final class StatsMonitor {
                 proxyNote = "proxy labels unavailable: \(error)"
             }
         }
-        return tracker.update(sample, wallTime: wallClockSeconds(), events: events, labels: labels,
+        return tracker.update(sample, wallTime: wallClockSeconds(), events: events, eventsAvailable: sampler.eventFD != nil, labels: labels,
                               notes: sampler.notes + (proxyNote.map { [$0] } ?? []))
     }
 

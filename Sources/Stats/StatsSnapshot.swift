@@ -11,12 +11,14 @@ public struct StatsSnapshot: Sendable, Codable, Equatable {
     public var limits: PathManagerLimits?
     public var listeners: Int
     public var events: [EventLine]
+    /// Whether path-manager events can be received (they need CAP_NET_ADMIN).
+    public var eventsAvailable: Bool
     /// What the monitor could not see, and why (for example missing CAP_NET_ADMIN).
     public var notes: [String]
 
     public init(time: Double, interval: Double, connections: [ConnectionStats], interfaces: [InterfaceStats],
                 endpoints: [EndpointStats]? = nil, limits: PathManagerLimits? = nil, listeners: Int = 0,
-                events: [EventLine] = [], notes: [String] = []) {
+                events: [EventLine] = [], eventsAvailable: Bool = true, notes: [String] = []) {
         self.time = time
         self.interval = interval
         self.connections = connections
@@ -25,6 +27,7 @@ public struct StatsSnapshot: Sendable, Codable, Equatable {
         self.limits = limits
         self.listeners = listeners
         self.events = events
+        self.eventsAvailable = eventsAvailable
         self.notes = notes
     }
 }

@@ -113,6 +113,11 @@ struct ScreenRendererTests {
         #expect(lines.filter { $0.contains("└") }.count == 4)
         #expect(!lines.contains { $0.contains("q quit") || $0.hasPrefix(">") })
         #expect(lines.contains { $0.contains(" 77 ") && $0.contains("fallback") })
+        #expect(lines.contains { $0.contains("1004511975") && $0.contains("90.0M/1.0K") && $0.contains("10.20.0.2:5201") })
+        var unprivileged = exampleSnapshot()
+        unprivileged.events = []
+        unprivileged.eventsAvailable = false
+        #expect(ScreenRenderer(width: 160, height: Int.max).table(unprivileged).contains("events: not available"))
         #expect(lines.allSatisfy { $0.count <= 160 && !$0.hasSuffix(" ") })
     }
 
