@@ -118,8 +118,8 @@ public struct ScreenRenderer: Sendable {
         let columns = [Column(" ", 1, priority: 10), Column("TOKEN", 10, priority: 6), Column("LOCAL", 21, priority: 9),
                        Column("REMOTE", 21, priority: 8), Column("STATE", 10, priority: 3), Column("SF", 3, right: true, priority: 9),
                        Column("TX Mb/s", 9, right: true, priority: 9), Column("RX Mb/s", 9, right: true, priority: 9),
-                       Column("SENT/RECEIVED", 15, right: true, priority: 4),
-                       Column("FLAGS", 8, priority: 5), Column("DESTINATION", 21, priority: 2, flexible: true)]
+                       Column("SENT/RECEIVED", 15, right: true, priority: 3),
+                       Column("FLAGS", 8, priority: 5), Column("DESTINATION", 21, priority: 4, flexible: true)]
         let layout = TableLayout(columns, width: width)
         let subflowColumns = [Column("", 3, priority: 10), Column("LOCAL", 21, priority: 9), Column("REMOTE", 21, priority: 4),
                               Column("IFACE", 6, priority: 9), Column("CLASS", 8, priority: 3), Column("PRIO", 6, priority: 8),
