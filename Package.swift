@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
-        .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane"], exclude: ["Fixtures"]),
+        .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "EndToEndTests", dependencies: [
             "PathManager", "Stats",
             "Proxy", "TestSupport", "DataPlane", "MPTCPKernel", "ConvertProtocol",

@@ -305,3 +305,15 @@ public final class HashServer: @unchecked Sendable {
                               longestUploadGapMilliseconds: uploadGap)
     }
 }
+
+/// "0a01ff" → [0x0a, 0x01, 0xff]: kernel bytes recorded as hex in test fixtures.
+public func bytes(hex: String) -> [UInt8] {
+    var out: [UInt8] = []
+    var index = hex.startIndex
+    while index < hex.endIndex {
+        let next = hex.index(index, offsetBy: 2)
+        out.append(UInt8(hex[index..<next], radix: 16)!)
+        index = next
+    }
+    return out
+}

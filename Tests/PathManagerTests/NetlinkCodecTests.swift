@@ -1,21 +1,13 @@
 import DataPlane
 import MPTCPKernel
+import TestSupport
 import Testing
 
 /// Netlink messages recorded from Linux 6.18 on the testbed (tools: a raw netlink socket in the
 /// gw namespace), parsed by netlink/mpx_netlink.c through NetlinkRecord.
 @Suite("Netlink codec on recorded bytes")
 struct NetlinkCodecTests {
-    static func bytes(_ hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex {
-            let next = hex.index(index, offsetBy: 2)
-            out.append(UInt8(hex[index..<next], radix: 16)!)
-            index = next
-        }
-        return out
-    }
+    static func bytes(_ hex: String) -> [UInt8] { TestSupport.bytes(hex: hex) }
 
     /// RTM_NEWLINK for `ip link set eth down` (ifindex 4).
     static let linkDown = bytes(

@@ -2,6 +2,7 @@ import DataPlane
 import Foundation
 import MPTCPKernel
 import Stats
+import TestSupport
 import Testing
 
 /// sock_diag bytes recorded on the testbed's gw during an upload over three shaped paths
@@ -28,16 +29,7 @@ struct RecordedFixture: Decodable {
         return try JSONDecoder().decode(RecordedFixture.self, from: Data(contentsOf: url))
     }
 
-    static func bytes(_ hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex {
-            let next = hex.index(index, offsetBy: 2)
-            out.append(UInt8(hex[index..<next], radix: 16)!)
-            index = next
-        }
-        return out
-    }
+    static func bytes(_ hex: String) -> [UInt8] { TestSupport.bytes(hex: hex) }
 
     static func sockets(_ datagrams: [String], _ diagProtocol: DiagProtocol) -> [DiagSocket] {
         datagrams.flatMap { NetlinkRecord.parseSockDiag(bytes($0), protocol: diagProtocol) }.compactMap {
