@@ -61,6 +61,13 @@ public func monotonicMilliseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
+/// Monotonic microseconds, for rates and gaps measured finer than deadlines need.
+public func monotonicMicroseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+}
+
 /// Wall-clock seconds since the Unix epoch, for protocol timestamps.
 public func unixSeconds() -> UInt64 {
     var ts = timespec()

@@ -97,12 +97,6 @@ public final class KernelSampler {
     static let subflowNote = "subflow details need CAP_NET_ADMIN: the kernel shows the MPTCP ULP of a TCP socket only to it"
 }
 
-func monotonicMicroseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000
-}
-
 func wallClockSeconds() -> Double {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)

@@ -59,12 +59,6 @@ public struct PatternStream {
     }
 }
 
-public func monotonicMicroseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
-}
-
 public struct TrafficError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
