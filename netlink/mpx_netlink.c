@@ -149,7 +149,7 @@ int mpx_attr_u32(const struct nlattr *a, uint32_t *out) {
     return 1;
 }
 
-static void malformed(struct mpx_nl_record *out, const char *why) {
+void mpx_malformed(struct mpx_nl_record *out, const char *why) {
     out->kind = MPX_REC_MALFORMED;
     mpx_set_error(&out->error, EBADMSG, why);
 }
@@ -174,7 +174,7 @@ static void parse_pm_event(const struct nlmsghdr *nlh, const struct genlmsghdr *
     struct mpx_pm_event *ev = &out->event;
     out->kind = MPX_REC_PM_EVENT;
     ev->type = genl->cmd;
-    if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_ATTR_MAX) < 0) { malformed(out, "mptcp event: bad attributes"); return; }
+    if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_ATTR_MAX) < 0) { mpx_malformed(out, "mptcp event: bad attributes"); return; }
     if (mpx_attr_u32(t.at[MPX_ATTR_TOKEN], &ev->token)) ev->present |= MPX_EV_HAS_TOKEN;
     uint16_t family = 0;
     if (mpx_attr_u16(t.at[MPX_ATTR_FAMILY], &family)) ev->family = (uint8_t)family;
@@ -191,12 +191,12 @@ static void parse_pm_event(const struct nlmsghdr *nlh, const struct genlmsghdr *
     if (mpx_attr_u32(t.at[MPX_ATTR_IF_IDX], &ifindex)) { ev->ifindex = (int32_t)ifindex; ev->present |= MPX_EV_HAS_IFINDEX; }
     // Required per event, as the kernel always sends them: a token for connection events.
     if (ev->type != MPX_EVENT_LISTENER_CREATED && ev->type != MPX_EVENT_LISTENER_CLOSED && !(ev->present & MPX_EV_HAS_TOKEN))
-        malformed(out, "mptcp event without MPTCP_ATTR_TOKEN");
+        mpx_malformed(out, "mptcp event without MPTCP_ATTR_TOKEN");
 }
 
 void mpx_parse_error(const struct nlmsghdr *nlh, struct mpx_nl_record *out) {
     const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
-    if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *e) { malformed(out, "truncated NLMSG_ERROR"); return; }
+    if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *e) { mpx_malformed(out, "truncated NLMSG_ERROR"); return; }
     if (e->error == 0) { out->kind = MPX_REC_ACK; return; }
     out->kind = MPX_REC_ERROR;
     out->error.code = -e->error;
@@ -213,43 +213,51 @@ void mpx_parse_error(const struct nlmsghdr *nlh, struct mpx_nl_record *out) {
     }
 }
 
-int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_id, struct mpx_nl_record *out) {
+const struct nlmsghdr *mpx_take_message(const void *buf, size_t len, size_t *offset, struct mpx_nl_record *out, int *result) {
     memset(out, 0, sizeof *out);
-    if (*offset >= len) return 0;
+    *result = 1;
+    if (*offset >= len) { *result = 0; return NULL; }
     const struct nlmsghdr *nlh = (const struct nlmsghdr *)((const char *)buf + *offset);
     int remaining = (int)(len - *offset);
     if (!mnl_nlmsg_ok(nlh, remaining)) {
         *offset = len;
-        malformed(out, "truncated netlink message");
-        return 1;
+        mpx_malformed(out, "truncated netlink message");
+        return NULL;
     }
     *offset += NLMSG_ALIGN(nlh->nlmsg_len);
     out->seq = nlh->nlmsg_seq;
+    if (nlh->nlmsg_type == NLMSG_DONE) { out->kind = MPX_REC_DONE; return NULL; }
+    if (nlh->nlmsg_type == NLMSG_ERROR) { mpx_parse_error(nlh, out); return NULL; }
+    return nlh;
+}
+
+int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_id, struct mpx_nl_record *out) {
+    int result;
+    const struct nlmsghdr *nlh = mpx_take_message(buf, len, offset, out, &result);
+    if (!nlh) return result;
     switch (nlh->nlmsg_type) {
-    case NLMSG_DONE: out->kind = MPX_REC_DONE; return 1;
-    case NLMSG_ERROR: mpx_parse_error(nlh, out); return 1;
     case RTM_NEWLINK:
     case RTM_DELLINK: {
         const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
-        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifi) { malformed(out, "truncated ifinfomsg"); return 1; }
+        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifi) { mpx_malformed(out, "truncated ifinfomsg"); return 1; }
         struct attr_table t;
-        if (mpx_parse_attrs(nlh, sizeof *ifi, &t, IFLA_OPERSTATE) < 0) { malformed(out, "link: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *ifi, &t, IFLA_OPERSTATE) < 0) { mpx_malformed(out, "link: bad attributes"); return 1; }
         out->kind = MPX_REC_LINK;
         out->link.ifindex = ifi->ifi_index;
         out->link.flags = ifi->ifi_flags;
         out->link.deleted = nlh->nlmsg_type == RTM_DELLINK;
         if (t.at[IFLA_IFNAME] && mnl_attr_validate(t.at[IFLA_IFNAME], MNL_TYPE_NUL_STRING) == 0)
             snprintf(out->link.name, sizeof out->link.name, "%s", mnl_attr_get_str(t.at[IFLA_IFNAME]));
-        else { malformed(out, "link without IFLA_IFNAME"); return 1; }
+        else { mpx_malformed(out, "link without IFLA_IFNAME"); return 1; }
         mpx_attr_u8(t.at[IFLA_OPERSTATE], &out->link.operstate);
         return 1;
     }
     case RTM_NEWADDR:
     case RTM_DELADDR: {
         const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
-        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifa) { malformed(out, "truncated ifaddrmsg"); return 1; }
+        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *ifa) { mpx_malformed(out, "truncated ifaddrmsg"); return 1; }
         struct attr_table t;
-        if (mpx_parse_attrs(nlh, sizeof *ifa, &t, IFA_FLAGS) < 0) { malformed(out, "address: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *ifa, &t, IFA_FLAGS) < 0) { mpx_malformed(out, "address: bad attributes"); return 1; }
         out->kind = MPX_REC_ADDR;
         out->addr.ifindex = (int32_t)ifa->ifa_index;
         out->addr.family = ifa->ifa_family;
@@ -260,15 +268,15 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         size_t want = ifa->ifa_family == AF_INET ? 4 : 16;
         // IFA_LOCAL is the interface's own address on point-to-point links.
         if (!mpx_copy_addr(t.at[IFA_LOCAL], out->addr.addr, want) && !mpx_copy_addr(t.at[IFA_ADDRESS], out->addr.addr, want))
-            malformed(out, "address without IFA_ADDRESS of the right size");
+            mpx_malformed(out, "address without IFA_ADDRESS of the right size");
         mpx_attr_u32(t.at[IFA_FLAGS], &out->addr.flags);
         return 1;
     }
     case RTM_NEWROUTE: {
         const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
-        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *rtm) { malformed(out, "truncated rtmsg"); return 1; }
+        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *rtm) { mpx_malformed(out, "truncated rtmsg"); return 1; }
         struct attr_table t;
-        if (mpx_parse_attrs(nlh, sizeof *rtm, &t, RTA_OIF) < 0) { malformed(out, "route: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *rtm, &t, RTA_OIF) < 0) { mpx_malformed(out, "route: bad attributes"); return 1; }
         out->kind = MPX_REC_ROUTE;
         uint32_t oif = 0;
         mpx_attr_u32(t.at[RTA_OIF], &oif);
@@ -280,11 +288,11 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
     }
     if (pm_family_id != 0 && nlh->nlmsg_type == pm_family_id) {
         const struct genlmsghdr *genl = mnl_nlmsg_get_payload(nlh);
-        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *genl) { malformed(out, "truncated genlmsghdr"); return 1; }
+        if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *genl) { mpx_malformed(out, "truncated genlmsghdr"); return 1; }
         if (nlh->nlmsg_seq == 0) { parse_pm_event(nlh, genl, out); return 1; }
         // A reply to one of our requests (seq != 0): an endpoint or the limits.
         struct attr_table t;
-        if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_PM_ATTR_SUBFLOWS) < 0) { malformed(out, "mptcp_pm reply: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *genl, &t, MPX_PM_ATTR_SUBFLOWS) < 0) { mpx_malformed(out, "mptcp_pm reply: bad attributes"); return 1; }
         if (t.at[MPX_PM_ATTR_ADDR]) {
             out->kind = MPX_REC_PM_ENDPOINT;
             parse_endpoint(t.at[MPX_PM_ATTR_ADDR], &out->endpoint);

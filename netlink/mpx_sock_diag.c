@@ -98,32 +98,17 @@ static int parse_ulp(const struct nlattr *ulp, struct mpx_diag_socket *s) {
     return 0;
 }
 
-static void diag_malformed(struct mpx_nl_record *out, const char *why) {
-    out->kind = MPX_REC_MALFORMED;
-    mpx_set_error(&out->error, EBADMSG, why);
-}
-
 int mpx_diag_next(const void *buf, size_t len, size_t *offset, uint32_t protocol, struct mpx_nl_record *out) {
-    memset(out, 0, sizeof *out);
-    if (*offset >= len) return 0;
-    const struct nlmsghdr *nlh = (const struct nlmsghdr *)((const char *)buf + *offset);
-    int remaining = (int)(len - *offset);
-    if (!mnl_nlmsg_ok(nlh, remaining)) {
-        *offset = len;
-        diag_malformed(out, "truncated netlink message");
-        return 1;
-    }
-    *offset += NLMSG_ALIGN(nlh->nlmsg_len);
-    out->seq = nlh->nlmsg_seq;
-    if (nlh->nlmsg_type == NLMSG_DONE) { out->kind = MPX_REC_DONE; return 1; }
-    if (nlh->nlmsg_type == NLMSG_ERROR) { mpx_parse_error(nlh, out); return 1; }
+    int result;
+    const struct nlmsghdr *nlh = mpx_take_message(buf, len, offset, out, &result);
+    if (!nlh) return result;
     if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY) { out->kind = MPX_REC_OTHER; return 1; }
 
     const struct inet_diag_msg *msg = mnl_nlmsg_get_payload(nlh);
-    if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *msg) { diag_malformed(out, "truncated inet_diag_msg"); return 1; }
-    if (msg->idiag_family != AF_INET && msg->idiag_family != AF_INET6) { diag_malformed(out, "inet_diag_msg: unknown address family"); return 1; }
+    if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *msg) { mpx_malformed(out, "truncated inet_diag_msg"); return 1; }
+    if (msg->idiag_family != AF_INET && msg->idiag_family != AF_INET6) { mpx_malformed(out, "inet_diag_msg: unknown address family"); return 1; }
     struct attr_table t;
-    if (mpx_parse_attrs(nlh, sizeof *msg, &t, MPX_INET_DIAG_ULP_INFO) < 0) { diag_malformed(out, "inet_diag_msg: bad attributes"); return 1; }
+    if (mpx_parse_attrs(nlh, sizeof *msg, &t, MPX_INET_DIAG_ULP_INFO) < 0) { mpx_malformed(out, "inet_diag_msg: bad attributes"); return 1; }
     struct mpx_diag_socket *s = &out->diag;
     out->kind = MPX_REC_DIAG_SOCKET;
     s->family = msg->idiag_family;
@@ -146,6 +131,6 @@ int mpx_diag_next(const void *buf, size_t len, size_t *offset, uint32_t protocol
         parse_tcp_info(info, s);
     }
     if (t.at[MPX_INET_DIAG_ULP_INFO] && parse_ulp(t.at[MPX_INET_DIAG_ULP_INFO], s) < 0)
-        diag_malformed(out, "INET_DIAG_ULP_INFO: mptcp subflow without a valid token");
+        mpx_malformed(out, "INET_DIAG_ULP_INFO: mptcp subflow without a valid token");
     return 1;
 }
