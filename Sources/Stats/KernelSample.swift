@@ -34,10 +34,9 @@ public struct KernelSample: Sendable {
     /// The interface a subflow uses: its bound device, else the non-loopback interface that
     /// owns its local address, else the route lookup's answer.
     public func interface(of subflow: DiagSocket) -> InterfaceInfo? {
-        if subflow.boundInterfaceIndex > 0, let bound = interfaces.first(where: { $0.index == subflow.boundInterfaceIndex }) { return bound }
-        if let owner = interfaces.first(where: { !$0.isLoopback && $0.addresses.contains(subflow.local.address) }) { return owner }
-        guard let routed = routedInterfaces[subflow.cookie] else { return nil }
-        return interfaces.first { $0.index == routed }
+        interfaces.withIndex(subflow.boundInterfaceIndex)
+            ?? interfaces.owning(subflow.local.address, excludingLoopback: true)
+            ?? routedInterfaces[subflow.cookie].flatMap { interfaces.withIndex($0) }
     }
 }
 
@@ -63,5 +62,17 @@ public struct InterfaceInfo: Hashable, Sendable {
         self.name = name
         self.addresses = addresses
         self.isLoopback = isLoopback
+    }
+}
+
+extension Array where Element == InterfaceInfo {
+    /// The interface with this index; nil for 0 (no interface) or one not listed.
+    public func withIndex(_ index: Int32) -> InterfaceInfo? {
+        index > 0 ? first { $0.index == index } : nil
+    }
+
+    /// The interface that has `address`.
+    public func owning(_ address: IPAddress, excludingLoopback: Bool = false) -> InterfaceInfo? {
+        first { !(excludingLoopback && $0.isLoopback) && $0.addresses.contains(address) }
     }
 }

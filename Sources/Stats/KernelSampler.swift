@@ -108,8 +108,7 @@ extension MPTCPEvent {
     func summary(interfaces: [InterfaceInfo]) -> String? {
         let path: String = {
             guard let localAddress, let remoteAddress else { return "" }
-            let name = interfaceIndex.flatMap { index in interfaces.first { $0.index == index }?.name }
-                ?? interfaces.first { $0.addresses.contains(localAddress) }?.name
+            let name = (interfaceIndex.flatMap { interfaces.withIndex($0) } ?? interfaces.owning(localAddress))?.name
             return " \(localAddress):\(localPort) → \(remoteAddress):\(remotePort)\(name.map { " (\($0))" } ?? "")"
         }()
         let connection = token.map { " token \($0)" } ?? ""

@@ -48,7 +48,6 @@ public struct RateTracker {
             return (Double(tx - before.tx) * 8 / seconds, Double(rx - before.rx) * 8 / seconds, loss)
         }
 
-        let byIndex = Dictionary(sample.interfaces.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
 
         var perInterface: [String: (tx: Double, rx: Double, subflows: Int)] = [:]
         let subflowsByToken = Dictionary(grouping: sample.subflows) { $0.subflow?.localToken ?? 0 }
@@ -92,8 +91,8 @@ public struct RateTracker {
         // Interfaces: those carrying subflows, those with an endpoint, and those seen recently.
         var names = Set(perInterface.keys).union(history.keys)
         for endpoint in sample.endpoints ?? [] {
-            if let name = byIndex[endpoint.interfaceIndex] ?? sample.interfaces.first(where: { $0.addresses.contains(endpoint.address) })?.name {
-                names.insert(name)
+            if let interface = sample.interfaces.withIndex(endpoint.interfaceIndex) ?? sample.interfaces.owning(endpoint.address) {
+                names.insert(interface.name)
             }
         }
         var interfaces: [InterfaceStats] = []
@@ -111,7 +110,7 @@ public struct RateTracker {
 
         let endpoints = sample.endpoints?.map { endpoint in
             EndpointStats(id: endpoint.id, address: "\(endpoint.address)", flags: "\(endpoint.flags)",
-                          interface: byIndex[endpoint.interfaceIndex])
+                          interface: sample.interfaces.withIndex(endpoint.interfaceIndex)?.name)
         }
         return StatsSnapshot(time: wallTime, interval: interval, connections: connections, interfaces: interfaces,
                              endpoints: endpoints, limits: sample.limits, listeners: sample.listeners,
