@@ -26,11 +26,8 @@ struct PathManagerOptions: ParsableArguments {
 
     func configuration() throws -> PathManagerConfiguration {
         var configuration = PathManagerConfiguration()
-        for item in classes {
-            guard let (name, kind) = InterfaceClassifier.override(parsing: item) else {
-                throw ValidationError("--class \(item): expected IF=wifi|ethernet|cellular|other")
-            }
-            configuration.classifier.overrides[name] = kind
+        do { configuration.classifier = try InterfaceClassifier(parsingOverrides: classes) } catch {
+            throw ValidationError("--class \(error)")
         }
         for item in endpointFlags {
             let (name, value) = try split(item, option: "--endpoint-flags")

@@ -74,10 +74,20 @@ public struct InterfaceClassifier: Sendable {
 }
 
 extension InterfaceClassifier {
-    /// Parses one `IF=CLASS` override (the `--class` option of `client`, `pm` and `mptcp-stats`).
-    public static func override(parsing item: String) -> (name: String, kind: InterfaceClass)? {
-        let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-        guard parts.count == 2, !parts[0].isEmpty, let kind = InterfaceClass(parsing: parts[1]) else { return nil }
-        return (parts[0], kind)
+    /// A classifier with `IF=CLASS` overrides (the `--class` option of `client`, `pm` and
+    /// `mptcp-stats`); the error names the item that is not of that form.
+    public init(parsingOverrides items: [String]) throws(OverrideError) {
+        self.init()
+        for item in items {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let kind = InterfaceClass(parsing: parts[1]) else {
+                throw OverrideError(description: "\(item): expected IF=wifi|ethernet|cellular|other")
+            }
+            overrides[parts[0]] = kind
+        }
+    }
+
+    public struct OverrideError: Error, CustomStringConvertible {
+        public var description: String
     }
 }

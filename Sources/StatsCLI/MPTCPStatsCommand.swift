@@ -58,9 +58,7 @@ struct MPTCPStatsCommand: ParsableCommand {
         if count != nil && !(json && interval != nil) { throw ValidationError("--count needs --json --interval") }
         if once && json { throw ValidationError("--once and --json are alternatives") }
         if ViewState.SortKey(rawValue: sort) == nil { throw ValidationError("--sort \(sort): one of rate, subflows, local, remote, token") }
-        for item in classes where InterfaceClassifier.override(parsing: item) == nil {
-            throw ValidationError("--class \(item): expected IF=wifi|ethernet|cellular|other")
-        }
+        _ = try classifier()
         if let proxy, !proxy.hasPrefix("http://") { throw ValidationError("--proxy \(proxy): expected http://ADDR:PORT/metrics") }
     }
 
@@ -70,10 +68,7 @@ struct MPTCPStatsCommand: ParsableCommand {
                 throw ValidationError("--netns \(netns): \(error)")
             }
         }
-        var classifier = InterfaceClassifier()
-        for item in classes {
-            if let (name, kind) = InterfaceClassifier.override(parsing: item) { classifier.overrides[name] = kind }
-        }
+        let classifier = try classifier()
         let noColorEnvironment = ProcessInfo.processInfo.environment["NO_COLOR"].map { !$0.isEmpty } ?? false
         let dumbTerminal = ProcessInfo.processInfo.environment["TERM"] == "dumb"
         let options = MonitorOptions(
@@ -97,6 +92,10 @@ struct MPTCPStatsCommand: ParsableCommand {
         } else {
             try monitor.runInteractive()
         }
+    }
+
+    private func classifier() throws -> InterfaceClassifier {
+        do { return try InterfaceClassifier(parsingOverrides: classes) } catch { throw ValidationError("--class \(error)") }
     }
 
     private static func monitor(_ options: MonitorOptions) throws -> StatsMonitor {
