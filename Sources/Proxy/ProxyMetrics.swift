@@ -47,8 +47,6 @@ public final class ProxyMetrics: Sendable {
         }
     }
 
-    public var liveConnections: [LiveConnection] { state.withLock { Array($0.live.values) } }
-
     public func render() -> String {
         let snapshot = state.withLock { $0 }
         let role = label(self.role)

@@ -38,8 +38,7 @@ public struct ScreenRenderer: Sendable {
 
     /// The `--once` table: everything, every connection expanded, no height limit.
     public func table(_ snapshot: StatsSnapshot) -> [String] {
-        var state = ViewState(expandAll: true)
-        state.sort = .rate
+        let state = ViewState(expandAll: true)
         var lines = [titleLine(snapshot, state: nil), fitText(endpointsLine(snapshot))]
         lines += snapshot.notes.map { fitText("! " + $0) }
         lines += eventLines(snapshot, count: 5)
@@ -105,7 +104,7 @@ public struct ScreenRenderer: Sendable {
             let spark = sparkline(interface.history, width: layout.width(of: 5), scale: scale)
             lines.append(layout.row([interface.name, interface.interfaceClass, "\(interface.subflows)",
                                      megabits(interface.txBitsPerSecond), megabits(interface.rxBitsPerSecond), spark],
-                                    paints: [5: color ? Paint.green : nil]))
+                                    paints: color ? [5: .green] : [:]))
         }
         if snapshot.interfaces.isEmpty { lines.append(fitText("(no MPTCP traffic on any interface)")) }
         return lines
@@ -205,10 +204,15 @@ public struct ScreenRenderer: Sendable {
         })
     }
 
-    enum Paint: String { case bold = "1", dim = "2", reverse = "7", red = "31", green = "32", yellow = "33" }
+    enum Paint: String {
+        case bold = "1", dim = "2", reverse = "7", red = "31", green = "32", yellow = "33"
+
+        /// `text` wrapped in this SGR attribute and a reset.
+        func apply(_ text: String) -> String { "\u{1B}[\(rawValue)m\(text)\u{1B}[0m" }
+    }
 
     private func paint(_ text: String, _ paint: Paint) -> String {
-        color ? "\u{1B}[\(paint.rawValue)m\(text)\u{1B}[0m" : text
+        color ? paint.apply(text) : text
     }
 }
 
@@ -251,7 +255,7 @@ struct TableLayout {
 
     func width(of index: Int) -> Int { widths[index] ?? 0 }
 
-    func row(_ cells: [String], paints: [Int: ScreenRenderer.Paint?] = [:]) -> String {
+    func row(_ cells: [String], paints: [Int: ScreenRenderer.Paint] = [:]) -> String {
         var parts: [String] = []
         for index in kept {
             let width = widths[index]!
@@ -259,7 +263,7 @@ struct TableLayout {
             if text.count > width { text = width > 1 ? String(text.prefix(width - 1)) + "…" : String(text.prefix(width)) }
             let pad = String(repeating: " ", count: width - text.count)
             text = columns[index].right ? pad + text : text + pad
-            if let paint = paints[index] ?? nil { text = "\u{1B}[\(paint.rawValue)m\(text)\u{1B}[0m" }
+            if let paint = paints[index] { text = paint.apply(text) }
             parts.append(text)
         }
         var line = parts.joined(separator: " ")
