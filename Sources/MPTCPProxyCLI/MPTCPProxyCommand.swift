@@ -48,8 +48,7 @@ struct RuntimeOptions: ParsableArguments {
     /// Starts the metrics server of `service` at --metrics, else at the configuration's address.
     func startMetrics(_ service: ProxyService, configured: SocketAddress?) throws -> MetricsServer? {
         guard let address = try metrics.map({ try parseAddress($0, option: "--metrics") }) ?? configured else { return nil }
-        let server = try MetricsServer(listen: address, namespace: netns.map(NetworkNamespace.init),
-                                       render: { [metrics = service.metrics] in metrics.render() })
+        let server = try MetricsServer(listen: address, namespace: netns.map(NetworkNamespace.init), metrics: service.metrics)
         server.start(logger: service.logger)
         return server
     }

@@ -23,6 +23,12 @@ public final class MetricsServer: Sendable {
         self.render = render
     }
 
+    /// Serves a proxy's metrics, which from now on include its relaying connections.
+    public convenience init(listen: SocketAddress, namespace: NetworkNamespace?, metrics: ProxyMetrics) throws {
+        try self.init(listen: listen, namespace: namespace, render: { metrics.render() })
+        metrics.startExporting()
+    }
+
     public func start(logger: Logger) {
         let started = OSThread(name: "metrics") { [self] in serve() }
         thread.withLock { $0 = started }

@@ -148,7 +148,7 @@ class ProxiedConnection: EventHandler {
         relay = SpliceRelay(client: inbound, server: outbound)
         lastActivity = loop.now
         loop.arm(idleTimer, after: timeouts.idle)
-        if let leg = mptcpLeg, let local = leg.localAddress(), let remote = leg.peerAddress() {
+        if context.metrics.isExporting, let leg = mptcpLeg, let local = leg.localAddress(), let remote = leg.peerAddress() {
             context.metrics.relayStarted(ObjectIdentifier(self), ProxyMetrics.LiveConnection(
                 peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination, keyID: record.keyID,
                 mptcpLocal: "\(local)", mptcpRemote: "\(remote)"))

@@ -26,11 +26,19 @@ public final class ProxyMetrics: Sendable {
     public let role: String
     private let state = Mutex(State())
     private let active: ActiveCounter
+    /// Whether anyone serves these metrics: until then relaying connections are not recorded,
+    /// so a proxy without /metrics does no per-connection address lookups for them.
+    private let exporting = Atomic<Bool>(false)
 
     init(role: String, active: ActiveCounter) {
         self.role = role
         self.active = active
     }
+
+    /// Starts recording relaying connections (called when a metrics server starts).
+    public func startExporting() { exporting.store(true, ordering: .relaxed) }
+
+    var isExporting: Bool { exporting.load(ordering: .relaxed) }
 
     func relayStarted(_ id: ObjectIdentifier, _ connection: LiveConnection) {
         state.withLock { $0.live[id] = connection }

@@ -109,7 +109,7 @@ struct StatsScreenTests {
         try withChain(pathManager: Self.allActiveConfiguration()) { chain in
             let gw = chain.testbed.namespace(.gw)
             let metrics = try MetricsServer(listen: try SocketAddress(parsing: "127.0.0.1:9100"), namespace: gw,
-                                            render: { [metrics = chain.client.metrics] in metrics.render() })
+                                            metrics: chain.client.metrics)
             metrics.start(logger: Logger(label: "metrics"))
             defer { metrics.stop() }
             let tmux = try TmuxSession(width: 130, height: 40, command: [
