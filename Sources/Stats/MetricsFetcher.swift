@@ -10,7 +10,7 @@ enum MetricsFetcher {
     }
 
     /// - Parameter url: `http://HOST:PORT[/path]`, HOST an IPv4 address or `[IPv6]`.
-    static func get(_ url: String, timeoutMilliseconds: Int = 1000) throws(Failure) -> String {
+    static func get(_ url: String, timeoutSeconds: Int = 1) throws(Failure) -> String {
         guard url.hasPrefix("http://") else { throw Failure(description: "\(url): only http:// URLs are supported") }
         let rest = url.dropFirst(7)
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
@@ -19,17 +19,14 @@ enum MetricsFetcher {
         guard let address = try? SocketAddress(parsing: hostPort) else {
             throw Failure(description: "\(url): \"\(hostPort)\" is not ADDRESS:PORT")
         }
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        do { fd = try BlockingSocket.connect(to: address, timeoutSeconds: timeoutSeconds) } catch {
+            throw Failure(description: "\(url): \(error)")
+        }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let connected = address.withSockAddr { connect(fd, $0, $1) }
-        guard connected == 0 else { throw Failure(description: "connect \(hostPort): \(String(cString: strerror(errno)))") }
         let request = Array("GET \(path) HTTP/1.0\r\nHost: \(hostPort)\r\n\r\n".utf8)
-        guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else {
-            throw Failure(description: "send to \(hostPort): \(String(cString: strerror(errno)))")
+        do { try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) } } catch {
+            throw Failure(description: "\(url): \(error)")
         }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

@@ -65,22 +65,7 @@ public struct TrafficError: Error, CustomStringConvertible {
 }
 
 /// Blocking socket helpers for test traffic, on threads inside testbed namespaces.
-public enum BlockingSocket {
-    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10) throws -> Int32 {
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let result = address.withSockAddr { Glibc.connect(fd, $0, $1) }
-        if result != 0 {
-            let error = errno
-            close(fd)
-            throw SystemError("connect(\(address))", errno: error)
-        }
-        return fd
-    }
-
+extension BlockingSocket {
     public static func listen(on address: SocketAddress, mptcp: Bool = false) throws -> Int32 {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), mptcp ? 262 : 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
@@ -93,18 +78,6 @@ public enum BlockingSocket {
         }
         guard Glibc.listen(fd, 1024) == 0 else { throw SystemError("listen", errno: errno) }
         return fd
-    }
-
-    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws {
-        var offset = 0
-        while offset < buffer.count {
-            let n = send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("send", errno: errno)
-            }
-            offset += n
-        }
     }
 
     /// Reads exactly `count` bytes (or throws on EOF first).

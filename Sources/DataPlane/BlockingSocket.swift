@@ -1,0 +1,34 @@
+import Glibc
+
+/// Blocking client-socket calls with send/receive deadlines, for the few places that talk to a
+/// peer outside the event loops: tests and benchmarks, and mptcp-stats fetching a proxy's
+/// /metrics.
+public enum BlockingSocket {
+    /// A connected TCP socket whose sends and receives give up after `timeoutSeconds`.
+    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10) throws(SystemError) -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let result = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+        if result != 0 {
+            let error = errno
+            close(fd)
+            throw SystemError("connect(\(address))", errno: error)
+        }
+        return fd
+    }
+
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        var offset = 0
+        while offset < buffer.count {
+            let n = send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("send", errno: errno)
+            }
+            offset += n
+        }
+    }
+}
