@@ -22,10 +22,16 @@ let package = Package(
         .target(name: "CMPTCPNetlink", path: "netlink", linkerSettings: [.linkedLibrary("mnl")]),
         // C: Linux calls and constants Swift's Glibc module hides (splice, setns, ...).
         .target(name: "CLinuxShim"),
+        // Addresses, networks, destinations and peer-text escaping: the vocabulary every module shares. Pure.
+        .target(name: "NetworkTypes"),
         // RFC 8803 Convert messages and the authentication cookie. Pure, no I/O.
-        .target(name: "ConvertProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ConvertProtocol", dependencies: [
+            "NetworkTypes",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "HeapModule", package: "swift-collections"),
+        ]),
         // epoll event loops, timers, sockets, and the splice relay.
-        .target(name: "DataPlane", dependencies: ["CLinuxShim", .product(name: "HeapModule", package: "swift-collections")]),
+        .target(name: "DataPlane", dependencies: ["CLinuxShim", "NetworkTypes", .product(name: "HeapModule", package: "swift-collections")]),
         // The Swift face of kernel MPTCP: socket options, fallback detection.
         .target(name: "MPTCPKernel", dependencies: ["CMPTCPNetlink", "DataPlane"]),
         // Interface classification and the path policy (pure), plus the service that runs it.
@@ -33,6 +39,9 @@ let package = Package(
             "MPTCPKernel", "DataPlane",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Structure-aware generators and invariant harnesses shared by the test suite's fuzzers
+        // and the coverage-guided targets in tools/fuzz.
+        .target(name: "Fuzzing", dependencies: ["ConvertProtocol", "NetworkTypes", .product(name: "Crypto", package: "swift-crypto")]),
         // Client and server connections, configuration, services.
         .target(name: "Proxy", dependencies: [
             "ConvertProtocol", "DataPlane", "MPTCPKernel",
@@ -61,7 +70,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "tools/bench/BenchTool"),
-        .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol"]),
+        .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol", "NetworkTypes", "Fuzzing"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
         .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane", "TestSupport"], exclude: ["Fixtures"]),

@@ -1,9 +1,10 @@
 import Crypto
+import NetworkTypes
 
 /// The authentication cookie carried in the Cookie TLV's opaque value.
 ///
 /// Layout (after the TLV's two zero bytes), big-endian:
-///   format (1) = 1 | key id length (1) = 1...64 | key id (UTF-8) | timestamp (8, Unix seconds)
+///   format (1) = 1 | key id length (1) = 1...64 | key id (UTF-8) | timestamp (8, Unix milliseconds)
 ///   | nonce (16) | MAC (32) | zero padding to the TLV's word boundary
 /// MAC = HMAC-SHA256(client key, whole Convert message with the 32 MAC bytes set to zero),
 /// so the destination and every other TLV are bound to it.
@@ -14,6 +15,8 @@ public struct ConvertCookie: Equatable, Sendable {
     public static let maximumKeyIDLength = 64
 
     public var keyID: String
+    /// Milliseconds since the Unix epoch: fine enough that a server's start instant is a precise
+    /// replay floor, and that evicting one cookie raises a key's floor by no more than a moment.
     public var timestamp: UInt64
     public var nonce: [UInt8]
     public var mac: [UInt8]
@@ -37,26 +40,29 @@ public struct ConvertCookie: Equatable, Sendable {
         return out
     }
 
+    /// Reads a cookie. Its content is opaque to RFC 8803, so a cookie that does not have our
+    /// layout is an invalid cookie, answered with Not Authorized (§5.2.6), not Malformed Message.
     public init(decoding bytes: [UInt8]) throws(ConvertProtocolError) {
         guard bytes.count >= 2 else {
-            throw ConvertProtocolError(.malformedMessage, "cookie is \(bytes.count) bytes, too short for its header")
+            throw ConvertProtocolError(.notAuthorized, "cookie is \(bytes.count) bytes, too short for its header")
         }
         guard bytes[0] == Self.format else {
             throw ConvertProtocolError(.notAuthorized, "cookie format \(bytes[0]) is unknown")
         }
         let idLength = Int(bytes[1])
         guard idLength >= 1 && idLength <= Self.maximumKeyIDLength else {
-            throw ConvertProtocolError(.malformedMessage, "cookie key id length \(idLength) is outside 1...\(Self.maximumKeyIDLength)")
+            throw ConvertProtocolError(.notAuthorized, "cookie key id length \(idLength) is outside 1...\(Self.maximumKeyIDLength)")
         }
         let needed = 2 + idLength + 8 + Self.nonceLength + Self.macLength
         guard bytes.count >= needed else {
-            throw ConvertProtocolError(.malformedMessage, "cookie is \(bytes.count) bytes, its key id length implies \(needed)")
+            throw ConvertProtocolError(.notAuthorized, "cookie is \(bytes.count) bytes, its key id length implies \(needed)")
         }
         guard bytes.count - needed < 4, bytes[needed...].allSatisfy({ $0 == 0 }) else {
-            throw ConvertProtocolError(.malformedMessage, "cookie has \(bytes.count - needed) trailing bytes that are not padding")
+            throw ConvertProtocolError(.notAuthorized, "cookie has \(bytes.count - needed) trailing bytes that are not padding")
         }
-        guard let keyID = String(validating: bytes[2..<(2 + idLength)], as: UTF8.self) else {
-            throw ConvertProtocolError(.malformedMessage, "cookie key id is not UTF-8")
+        let idBytes = bytes[2..<(2 + idLength)]
+        guard let keyID = String(validating: idBytes, as: UTF8.self) else {
+            throw ConvertProtocolError(.notAuthorized, "cookie key id \"\(PeerText.escaped(bytes: idBytes))\" is not UTF-8")
         }
         var offset = 2 + idLength
         var timestamp: UInt64 = 0
@@ -85,18 +91,25 @@ public struct ClientKey: @unchecked Sendable {  // SymmetricKey is immutable
 extension ConvertMessage {
     /// A client request for `destination`, authenticated with `key`.
     public static func signedRequest(
-        to destination: ConvertDestination, key: ClientKey, timestamp: UInt64,
-        nonce: [UInt8]? = nil
+        to destination: SocketAddress, key: ClientKey, timestamp: UInt64, nonce: [UInt8]? = nil
+    ) throws(ConvertProtocolError) -> [UInt8] {
+        try signedRequest([.connect(destination, tcpOptions: [])], key: key, timestamp: timestamp, nonce: nonce)
+    }
+
+    /// A client request made of `tlvs` followed by the Cookie TLV, whose MAC covers every byte.
+    public static func signedRequest(
+        _ tlvs: [ConvertTLV], key: ClientKey, timestamp: UInt64, nonce: [UInt8]? = nil
     ) throws(ConvertProtocolError) -> [UInt8] {
         guard !key.id.isEmpty, key.id.utf8.count <= ConvertCookie.maximumKeyIDLength else {
             throw ConvertProtocolError(.malformedMessage, "key id must be 1...\(ConvertCookie.maximumKeyIDLength) bytes")
         }
         let nonce = nonce ?? (0..<ConvertCookie.nonceLength).map { _ in UInt8.random(in: .min ... .max) }
         let cookie = ConvertCookie(keyID: key.id, timestamp: timestamp, nonce: nonce)
-        var raw = try ConvertMessage([.connect(destination, tcpOptions: []), .cookie(cookie.encoded())]).encoded()
-        guard let valueOffset = try decode(raw).cookieValueOffset else {
-            throw ConvertProtocolError(.malformedMessage, "encoded request lost its cookie")
-        }
+        var raw = try ConvertMessage(tlvs + [.cookie(cookie.encoded())]).encoded()
+        // The cookie is the last TLV: its opaque value starts right after its 4-byte head.
+        let cookieTLVLength = 4 + cookie.encoded().count
+        let padded = (cookieTLVLength + 3) / 4 * 4
+        let valueOffset = raw.count - padded + 4
         let macStart = valueOffset + cookie.macOffset
         let mac = HMAC<SHA256>.authenticationCode(for: raw, using: key.key)
         raw.replaceSubrange(macStart..<(macStart + ConvertCookie.macLength), with: Array(mac))

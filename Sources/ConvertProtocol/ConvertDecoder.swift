@@ -1,3 +1,5 @@
+import NetworkTypes
+
 /// A decoded Convert message with what authentication needs from the raw bytes.
 public struct DecodedConvertMessage: Sendable {
     public var message: ConvertMessage
@@ -15,7 +17,8 @@ extension ConvertMessage {
         var bytes = prefix.makeIterator()
         guard let version = bytes.next() else { return nil }
         guard version == ConvertWire.version else {
-            throw ConvertProtocolError(.unsupportedVersion, "version \(version), this converter speaks version \(ConvertWire.version)")
+            throw ConvertProtocolError(.unsupportedVersion, "version \(version), this converter speaks version \(ConvertWire.version)",
+                                       value: [ConvertWire.version])
         }
         guard let words = bytes.next(), let magicHigh = bytes.next(), let magicLow = bytes.next() else { return nil }
         let magic = UInt16(magicHigh) << 8 | UInt16(magicLow)
@@ -25,11 +28,13 @@ extension ConvertMessage {
         guard words >= 1 else {
             throw ConvertProtocolError(.malformedMessage, "total length 0 words is shorter than the fixed header")
         }
+        // At most 255 words: every later offset is bounded by 1020 bytes.
         return Int(words) * 4
     }
 
     /// Decodes exactly one whole message. Every malformation is reported with the code the
-    /// RFC asks for and a reason that says what was wrong and where.
+    /// RFC asks for and a reason that says what was wrong and where. All offsets are bounded
+    /// by the 1020-byte maximum and checked before use, so no input can trap.
     public static func decode(_ raw: [UInt8]) throws(ConvertProtocolError) -> DecodedConvertMessage {
         guard raw.count >= ConvertWire.headerLength else {
             throw ConvertProtocolError(.malformedMessage, "truncated fixed header: \(raw.count) of 4 bytes")
@@ -53,8 +58,8 @@ extension ConvertMessage {
             guard length >= 4 else {
                 throw ConvertProtocolError(.malformedMessage, "TLV type \(typeByte) at byte \(offset) has length 0")
             }
-            guard offset + length <= total else {
-                throw ConvertProtocolError(.malformedMessage, "TLV type \(typeByte) at byte \(offset) runs \(offset + length - total) bytes past the message end")
+            guard length <= total - offset else {
+                throw ConvertProtocolError(.malformedMessage, "TLV type \(typeByte) at byte \(offset) runs \(length - (total - offset)) bytes past the message end")
             }
             guard let type = ConvertTLVType(rawValue: typeByte) else {
                 throw ConvertProtocolError(.unsupportedMessage, "unknown TLV type \(typeByte) at byte \(offset)")
@@ -62,7 +67,9 @@ extension ConvertMessage {
             guard seen.insert(typeByte).inserted else {
                 throw ConvertProtocolError(.malformedMessage, "duplicate \(type) TLV at byte \(offset)")
             }
+            // The TLV's bytes after Type and Length: at least 2, since length >= 4.
             let value = raw[(offset + 2)..<(offset + length)]
+            let start = value.startIndex
             switch type {
             case .info:
                 guard length == 4 else {
@@ -73,10 +80,10 @@ extension ConvertMessage {
                 guard length >= 20 else {
                     throw ConvertProtocolError(.malformedMessage, "Connect TLV is \(length / 4) words, the minimum is 5")
                 }
-                let port = UInt16(value[value.startIndex]) << 8 | UInt16(value[value.startIndex + 1])
-                let address = Array(value[(value.startIndex + 2)..<(value.startIndex + 18)])
-                let options = trimmingZeroPadding(value[(value.startIndex + 18)...])
-                tlvs.append(.connect(ConvertDestination(address16: address, port: port), tcpOptions: options))
+                let port = UInt16(value[start]) << 8 | UInt16(value[start + 1])
+                let address = IPAddress(wire16: value[(start + 2)..<(start + 18)])
+                let options = trimmingZeroPadding(value[(start + 18)...])
+                tlvs.append(.connect(SocketAddress(address, port: port), tcpOptions: options))
             case .extendedTCPHeader:
                 tlvs.append(.extendedTCPHeader(trimmingZeroPadding(value.dropFirst(2))))
             case .supportedTCPExtensions:
@@ -88,10 +95,31 @@ extension ConvertMessage {
                 cookieValueOffset = offset + 4
                 tlvs.append(.cookie(Array(value.dropFirst(2))))
             case .error:
-                guard let code = ConvertErrorCode(rawValue: value[value.startIndex]) else {
-                    throw ConvertProtocolError(.malformedMessage, "Error TLV carries unknown error code \(value[value.startIndex])")
+                tlvs.append(.error(ConvertErrorCode(rawValue: value[start]), value: Array(value.dropFirst())))
+            case .destinationName:
+                // port (2), name length (1), name, zero padding.
+                let port = UInt16(value[start]) << 8 | UInt16(value[start + 1])
+                guard value.count >= 3 else {
+                    throw ConvertProtocolError(.malformedMessage, "Destination Name TLV at byte \(offset) has no name length")
                 }
-                tlvs.append(.error(code, value: value[value.startIndex + 1]))
+                let nameLength = Int(value[start + 2])
+                guard nameLength <= value.count - 3 else {
+                    throw ConvertProtocolError(.malformedMessage, "Destination Name TLV says \(nameLength) name bytes, has \(value.count - 3)")
+                }
+                let nameBytes = value[(start + 3)..<(start + 3 + nameLength)]
+                guard value[(start + 3 + nameLength)...].allSatisfy({ $0 == 0 }), value.count - 3 - nameLength < 4 else {
+                    throw ConvertProtocolError(.malformedMessage, "Destination Name TLV has bytes after its name that are not padding")
+                }
+                guard HostName.isValid(nameBytes) else {
+                    throw ConvertProtocolError(.malformedMessage, "Destination Name \"\(PeerText.escaped(bytes: nameBytes))\" is not a host name")
+                }
+                tlvs.append(.destinationName(String(decoding: nameBytes, as: UTF8.self), port: port))
+            case .originalSource:
+                guard length == 20 else {
+                    throw ConvertProtocolError(.malformedMessage, "Original Source TLV is \(length / 4) words, must be 5")
+                }
+                let port = UInt16(value[start]) << 8 | UInt16(value[start + 1])
+                tlvs.append(.originalSource(SocketAddress(IPAddress(wire16: value[(start + 2)..<(start + 18)]), port: port)))
             }
             offset += length
         }

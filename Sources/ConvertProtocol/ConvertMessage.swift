@@ -1,3 +1,5 @@
+import NetworkTypes
+
 /// RFC 8803 wire format.
 ///
 /// Fixed header (4 bytes): Version (8) = 1, Total Length (8) in 32-bit words including
@@ -10,9 +12,12 @@ public enum ConvertWire {
     public static let headerLength = 4
     /// Total Length is 8 bits of 32-bit words, so no message exceeds 1020 bytes.
     public static let maximumMessageLength = 255 * 4
+    /// TCP option kinds the converter announces in a Supported TCP Extensions TLV: Multipath
+    /// TCP (30), the conversion it provides. (Kinds 0, 1 and 2 must not be listed.)
+    public static let supportedExtensions: [UInt8] = [30]
 }
 
-/// The TLV types this implementation knows (IANA "Convert TLVs").
+/// The TLV types this implementation knows (IANA "Convert TLVs"; 192-255 are private use).
 public enum ConvertTLVType: UInt8, Sendable {
     case info = 1
     case connect = 10
@@ -20,57 +25,31 @@ public enum ConvertTLVType: UInt8, Sendable {
     case supportedTCPExtensions = 21
     case cookie = 22
     case error = 30
-}
-
-/// A destination carried in the Connect TLV: port and a 128-bit address, IPv4 as ::ffff:a.b.c.d.
-public struct ConvertDestination: Equatable, Hashable, Sendable, CustomStringConvertible {
-    /// 16 bytes, network order. IPv4 is mapped (::ffff:a.b.c.d).
-    public var address: [UInt8]
-    public var port: UInt16
-
-    public init(address16: [UInt8], port: UInt16) {
-        precondition(address16.count == 16, "a Connect TLV address is 16 bytes")
-        self.address = address16
-        self.port = port
-    }
-
-    public init(ipv4: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
-        self.address = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ipv4.0, ipv4.1, ipv4.2, ipv4.3]
-        self.port = port
-    }
-
-    /// The four IPv4 bytes if the address is IPv4-mapped.
-    public var ipv4: [UInt8]? {
-        address[0..<10].allSatisfy { $0 == 0 } && address[10] == 0xff && address[11] == 0xff
-            ? Array(address[12..<16]) : nil
-    }
-
-    public var description: String {
-        if let v4 = ipv4 {
-            return "\(v4[0]).\(v4[1]).\(v4[2]).\(v4[3]):\(port)"
-        }
-        var groups: [String] = []
-        for i in stride(from: 0, to: 16, by: 2) {
-            groups.append(String(UInt16(address[i]) << 8 | UInt16(address[i + 1]), radix: 16))
-        }
-        return "[\(groups.joined(separator: ":"))]:\(port)"
-    }
+    /// Private use: a destination host name and port for the converter to resolve.
+    case destinationName = 192
+    /// Private use: the address and port of the host behind the client (for PROXY v2).
+    case originalSource = 193
 }
 
 /// One TLV of a Convert message.
 public enum ConvertTLV: Equatable, Sendable {
     /// Info TLV: the client asks which TCP extensions the converter supports.
     case info
-    /// Connect TLV: the destination, and TCP options the client wants on the outgoing SYN.
-    case connect(ConvertDestination, tcpOptions: [UInt8])
+    /// Connect TLV: the destination (IPv4 travels as ::ffff:a.b.c.d and decodes back to IPv4),
+    /// and TCP options the client wants on the outgoing SYN.
+    case connect(SocketAddress, tcpOptions: [UInt8])
     /// Extended TCP Header TLV: TCP options (the server's SYN+ACK options in replies).
     case extendedTCPHeader([UInt8])
     /// Supported TCP Extensions TLV: raw list of supported option kinds.
     case supportedTCPExtensions([UInt8])
     /// Cookie TLV: opaque bytes; ours carry the authentication cookie (see ConvertCookie).
     case cookie([UInt8])
-    /// Error TLV: code and an 8-bit value (0 where the RFC defines none).
-    case error(ConvertErrorCode, value: UInt8)
+    /// Error TLV: code and its value bytes (one zero byte where the RFC defines none).
+    case error(ConvertErrorCode, value: [UInt8])
+    /// Destination Name TLV (private use): host name and port, resolved by the converter.
+    case destinationName(String, port: UInt16)
+    /// Original Source TLV (private use): the LAN host's address and port.
+    case originalSource(SocketAddress)
 
     public var type: ConvertTLVType {
         switch self {
@@ -80,6 +59,8 @@ public enum ConvertTLV: Equatable, Sendable {
         case .supportedTCPExtensions: return .supportedTCPExtensions
         case .cookie: return .cookie
         case .error: return .error
+        case .destinationName: return .destinationName
+        case .originalSource: return .originalSource
         }
     }
 }
@@ -92,8 +73,18 @@ public struct ConvertMessage: Equatable, Sendable {
         self.tlvs = tlvs
     }
 
-    public var connect: (ConvertDestination, tcpOptions: [UInt8])? {
+    public var connect: (SocketAddress, tcpOptions: [UInt8])? {
         for case let .connect(destination, options) in tlvs { return (destination, options) }
+        return nil
+    }
+
+    public var destinationName: (String, port: UInt16)? {
+        for case let .destinationName(name, port) in tlvs { return (name, port) }
+        return nil
+    }
+
+    public var originalSource: SocketAddress? {
+        for case let .originalSource(address) in tlvs { return address }
         return nil
     }
 
@@ -102,16 +93,38 @@ public struct ConvertMessage: Equatable, Sendable {
         return nil
     }
 
-    public var error: (ConvertErrorCode, value: UInt8)? {
+    public var error: (ConvertErrorCode, value: [UInt8])? {
         for case let .error(code, value) in tlvs { return (code, value) }
         return nil
     }
 
-    /// The converter's reply when the destination accepted the connection: an Extended TCP
-    /// Header TLV with no options (user space does not see the server's SYN+ACK options).
-    public static let success = ConvertMessage([.extendedTCPHeader([])])
+    public var supportedExtensions: [UInt8]? {
+        for case let .supportedTCPExtensions(kinds) in tlvs { return kinds }
+        return nil
+    }
 
-    public static func failure(_ code: ConvertErrorCode, value: UInt8 = 0) -> ConvertMessage {
-        ConvertMessage([.error(code, value: value)])
+    /// The converter's reply when the destination accepted the connection: an Extended TCP
+    /// Header TLV with no options (user space does not see the server's SYN+ACK options),
+    /// and the Supported TCP Extensions TLV when the request carried an Info TLV.
+    public static func success(info: Bool = false) -> ConvertMessage {
+        ConvertMessage([.extendedTCPHeader([])] + (info ? [.supportedTCPExtensions(ConvertWire.supportedExtensions)] : []))
+    }
+
+    /// The reply to a request that carries only an Info TLV.
+    public static let info = ConvertMessage([.supportedTCPExtensions(ConvertWire.supportedExtensions)])
+
+    public static func failure(_ code: ConvertErrorCode, value: [UInt8] = [0]) -> ConvertMessage {
+        ConvertMessage([.error(code, value: value.isEmpty ? [0] : value)])
+    }
+
+    /// The Error reply for `error`. Malformed and Unsupported Message echo the received bytes
+    /// shifted by one byte, as RFC 8803 §5.2.8 asks, cut so the reply stays within 1020 bytes.
+    public static func failure(for error: ConvertProtocolError, received: [UInt8]) -> ConvertMessage {
+        if error.code.echoesMessage {
+            // 4 (header) + 2 (type, length) + 1 (code) + 1 (shift) + echo <= 1020.
+            let room = ConvertWire.maximumMessageLength - 8
+            return failure(error.code, value: [0] + received.prefix(room))
+        }
+        return failure(error.code, value: error.value)
     }
 }

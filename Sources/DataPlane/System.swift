@@ -68,11 +68,18 @@ public func monotonicMicroseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
 }
 
-/// Wall-clock seconds since the Unix epoch, for protocol timestamps.
+/// Wall-clock seconds since the Unix epoch.
 public func unixSeconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec)
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for cookie timestamps.
+public func unixMilliseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
 /// Raises the soft open-file limit to the hard limit (connection-heavy processes need it).

@@ -56,7 +56,7 @@ final class ClientConnection: ProxiedConnection {
             var first: [UInt8] = []
             if case .bytes(let bytes) = try read(upTo: Self.initialDataLimit, from: inbound) { first = bytes }
             initialBytes = first.count
-            let request = try ConvertMessage.signedRequest(to: ConvertDestination(destination), key: upstream.key, timestamp: unixSeconds())
+            let request = try ConvertMessage.signedRequest(to: destination, key: upstream.key, timestamp: unixMilliseconds())
             handshake = ClientHandshake(request: request + first)
 
             let (socket, _) = try Socket.makeStream(family: upstream.server.family, mptcp: upstream.mptcp)

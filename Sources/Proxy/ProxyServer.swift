@@ -28,10 +28,11 @@ public struct ServerConfiguration: Sendable {
 public enum ProxyServer {
     public static func makeService(_ configuration: ServerConfiguration, logger: Logger,
                                    onEnd: (@Sendable (ConnectionRecord) -> Void)? = nil) -> ProxyService {
-        let authenticator = ConvertAuthenticator(
-            keys: configuration.keys,
-            replayCache: ReplayCache(window: configuration.maximumClockSkew),
-            requireCookie: !configuration.allowUnauthenticated)
+        var settings = ConvertAuthenticator.Settings()
+        settings.freshness.past = configuration.maximumClockSkew * 1000
+        settings.requireCookie = !configuration.allowUnauthenticated
+        // Cookies stamped before this process started are refused: a restart reopens no replays.
+        let authenticator = ConvertAuthenticator(keys: configuration.keys, settings: settings, floor: unixMilliseconds() - 1)
         let specs = configuration.listen.map { address in
             ListenerSpec(address: address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket in
                 ServerConnection(context: context, inbound: socket, authenticator: authenticator).launch()

@@ -99,7 +99,7 @@ final class ServerConnection: ProxiedConnection {
             switch try read(upTo: limit, from: inbound) {
             case .wouldBlock: return nil
             case .endOfStream: return handshake.peerClosed()
-            case .bytes(let bytes): return handshake.received(bytes, now: unixSeconds())
+            case .bytes(let bytes): return handshake.received(bytes, now: unixMilliseconds())
             }
         } catch {
             finish(.ioError(error), reset: true)
@@ -107,8 +107,7 @@ final class ServerConnection: ProxiedConnection {
         }
     }
 
-    private func dial(_ destination: ConvertDestination) -> ServerHandshake.Action? {
-        let address = SocketAddress(destination)
+    private func dial(_ address: SocketAddress) -> ServerHandshake.Action? {
         do {
             let (socket, _) = try Socket.makeStream(family: address.family, mptcp: false)
             outbound = socket

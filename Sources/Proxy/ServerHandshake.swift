@@ -1,4 +1,5 @@
 import ConvertProtocol
+import DataPlane
 import Glibc
 
 /// The server side of one connection before relaying, as a state machine: bytes, connect
@@ -9,7 +10,7 @@ public struct ServerHandshake {
         /// Reading the Convert request.
         case readingRequest
         /// Connecting to the destination.
-        case connecting(ConvertDestination)
+        case connecting(SocketAddress)
         /// Sending the success reply; relaying starts once it is out.
         case replyingSuccess
         /// Sending an error reply; the connection closes once it is out.
@@ -22,7 +23,7 @@ public struct ServerHandshake {
         /// Read at most this many bytes (exact framing: never read past the request, so the
         /// client's first data stays in the socket for the relay).
         case read(upTo: Int)
-        case connect(ConvertDestination)
+        case connect(SocketAddress)
         /// Send these bytes; then `replySent()`.
         case send([UInt8])
         case startRelay
@@ -43,7 +44,7 @@ public struct ServerHandshake {
     public func start() -> Action { .read(upTo: reader.bytesNeeded) }
 
     /// Bytes read from the client (never more than the last `.read` asked for).
-    public mutating func received(_ bytes: [UInt8], now: UInt64) -> Action {
+    public mutating func received(_ bytes: [UInt8], now: UInt64, monotonicNow: UInt64 = monotonicMilliseconds()) -> Action {
         guard case .readingRequest = state else {
             return .close(.rejected(ConvertProtocolError(.malformedMessage, "bytes received in state \(state)")))
         }
@@ -51,9 +52,12 @@ public struct ServerHandshake {
             guard let raw = try reader.consume(bytes) else { return .read(upTo: reader.bytesNeeded) }
             let decoded = try ConvertMessage.decode(raw)
             let request = try ConvertRequest(decoded.message)
-            keyID = try authenticator.authenticate(decoded, now: now)
-            state = .connecting(request.destination)
-            return .connect(request.destination)
+            keyID = try authenticator.authenticate(decoded, wallNow: now, monotonicNow: monotonicNow)
+            guard case .address(let destination) = request.destination else {
+                throw ConvertProtocolError(.unsupportedMessage, "request names no destination address")
+            }
+            state = .connecting(destination)
+            return .connect(destination)
         } catch {
             return reject(error)
         }
@@ -70,7 +74,7 @@ public struct ServerHandshake {
         guard case .connecting(let destination) = state else { return .close(.shutdown) }
         if error == 0 {
             state = .replyingSuccess
-            return .send(encode(.success))
+            return .send(encode(.success()))
         }
         let code: ConvertErrorCode
         switch error {
@@ -119,12 +123,7 @@ public struct ServerHandshake {
     private mutating func reject(_ error: Error) -> Action {
         let failure = (error as? ConvertProtocolError) ?? ConvertProtocolError(.malformedMessage, "\(error)")
         state = .replyingError(failure)
-        var reply = ConvertMessage.failure(failure.code)
-        if failure.code == .unsupportedVersion {
-            // RFC 8803: the Value of Unsupported Version is the version this converter speaks.
-            reply = .failure(.unsupportedVersion, value: ConvertWire.version)
-        }
-        return .send(encode(reply))
+        return .send(encode(.failure(for: failure, received: reader.received)))
     }
 
     private func encode(_ message: ConvertMessage) -> [UInt8] {

@@ -1,78 +1,75 @@
 import ConvertProtocol
+import Fuzzing
+import NetworkTypes
 import Testing
 
-/// Feeds the decoder and the authenticator thousands of random and mutated messages. Nothing
-/// may crash or hang; every rejection must carry a code and a reason; everything accepted must
-/// re-encode to a message that decodes to the same thing.
+/// Two fuzzers in the test suite (the coverage-guided one, run for millions of inputs, lives
+/// in tools/fuzz): byte mutation of good messages, and the structure-aware generator of
+/// well-formed requests with extreme values. Nothing may crash or hang, and every invariant of
+/// ConvertFuzzHarness must hold. The corpus committed under tools/fuzz/corpus is replayed too.
 @Suite("Convert fuzz")
 struct ConvertFuzzTests {
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test("20,000 random and mutated messages")
-    func fuzz() throws {
-        var rng = SplitMix(state: 0x5eed)
-        let key = ClientKey(id: "fuzz", secret: Array(repeating: 3, count: 32))
-        let auth = ConvertAuthenticator(keys: [key], replayCache: ReplayCache(capacity: 64, window: 60))
+    func mutated() throws {
+        var harness = ConvertFuzzHarness()
+        var rng = SeededChoices(seed: 0x5eed)
         let seeds: [[UInt8]] = [
-            try ConvertMessage.signedRequest(to: ConvertDestination(ipv4: (1, 2, 3, 4), port: 80), key: key, timestamp: 1000),
-            try ConvertMessage([.info, .connect(ConvertDestination(ipv4: (5, 6, 7, 8), port: 443), tcpOptions: [1])]).encoded(),
+            try ConvertMessage.signedRequest(to: SocketAddress(.v4([1, 2, 3, 4]), port: 80), key: harness.key, timestamp: harness.now),
+            try ConvertMessage.signedRequest([.destinationName("origin.example", port: 443), .originalSource(SocketAddress(.v4([10, 0, 0, 2]), port: 4000)), .info],
+                                             key: harness.key, timestamp: harness.now),
+            try ConvertMessage([.info, .connect(SocketAddress(.v4([5, 6, 7, 8]), port: 443), tcpOptions: [1])]).encoded(),
             try ConvertMessage.failure(.notAuthorized).encoded(),
-            try ConvertMessage.success.encoded(),
+            try ConvertMessage.success(info: true).encoded(),
         ]
-        var accepted = 0
         var rejected = 0
+        var accepted = 0
         for round in 0..<20_000 {
             var bytes: [UInt8]
             if round % 4 == 0 {
-                bytes = (0..<Int.random(in: 0...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                bytes = rng.bytes(rng.below(65))
                 if bytes.count >= 4 && round % 8 == 0 {
-                    // Mostly-valid header so the TLV walk gets exercised too.
                     bytes[0] = 1; bytes[2] = 0x22; bytes[3] = 0x63
                     bytes[1] = UInt8(truncatingIfNeeded: (bytes.count + 3) / 4)
                 }
             } else {
                 bytes = seeds[round % seeds.count]
-                for _ in 0..<Int.random(in: 1...4, using: &rng) {
-                    switch Int.random(in: 0...3, using: &rng) {
-                    case 0 where !bytes.isEmpty:
-                        bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
-                    case 1 where !bytes.isEmpty:
-                        bytes.removeLast(Int.random(in: 1...bytes.count, using: &rng))
-                    case 2:
-                        bytes.append(contentsOf: (0..<Int.random(in: 1...8, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
-                    default:
-                        if bytes.count > 5 { bytes[1] = UInt8.random(in: 0...255, using: &rng) }
+                for _ in 0..<(1 + rng.below(4)) {
+                    switch rng.below(4) {
+                    case 0 where !bytes.isEmpty: bytes[rng.below(bytes.count)] = rng.byte()
+                    case 1 where !bytes.isEmpty: bytes.removeLast(1 + rng.below(bytes.count))
+                    case 2: bytes += rng.bytes(1 + rng.below(8))
+                    default: if bytes.count > 5 { bytes[1] = rng.byte() }
                     }
                 }
             }
-            // The frame reader must never ask for a negative or absurd amount.
-            var reader = ConvertFrameReader()
-            if let framed = try? reader.consume(bytes) {
-                #expect(framed.count <= ConvertWire.maximumMessageLength)
-            } else {
-                #expect(reader.bytesNeeded >= 0 && reader.bytesNeeded <= ConvertWire.maximumMessageLength)
-            }
-            switch Result(catching: { () throws(ConvertProtocolError) in try ConvertMessage.decode(bytes) }) {
-            case .success(let decoded):
-                accepted += 1
-                let reencoded = try decoded.message.encoded()
-                #expect(try ConvertMessage.decode(reencoded).message == decoded.message)
-                _ = try? auth.authenticate(decoded, now: 1000)
-                _ = try? ConvertRequest(decoded.message)
-            case .failure(let error):
-                rejected += 1
-                #expect(!error.reason.isEmpty)
+            let (outcome, violations) = harness.run(bytes)
+            #expect(violations.isEmpty, "input \(bytes): \(violations)")
+            if case .accepted = outcome { accepted += 1 } else { rejected += 1 }
+        }
+        #expect(rejected > 10_000 && accepted >= 1, "rejected \(rejected), accepted \(accepted)")
+    }
+
+    @Test("50,000 structure-aware requests with extreme field values")
+    func structured() throws {
+        var harness = ConvertFuzzHarness()
+        let generator = ConvertRequestGenerator(key: harness.key, now: harness.now)
+        var rng = SeededChoices(seed: 0xc0ffee)
+        var codes: [UInt8: Int] = [:]
+        var accepted = 0
+        for _ in 0..<50_000 {
+            let bytes = generator.make(&rng)
+            let (outcome, violations) = harness.run(bytes)
+            #expect(violations.isEmpty, "input \(bytes): \(violations)")
+            switch outcome {
+            case .rejected(let code): codes[code.rawValue, default: 0] += 1
+            case .accepted: accepted += 1
+            case .incomplete: break
             }
         }
-        #expect(accepted > 100 && rejected > 10_000, "accepted \(accepted), rejected \(rejected)")
+        // The generator must reach deep: signed requests accepted, and every layer's refusals.
+        #expect(accepted > 500, "accepted \(accepted)")
+        for code in [ConvertErrorCode.unsupportedVersion, .malformedMessage, .unsupportedMessage, .missingCookie, .notAuthorized, .unsupportedTCPOption] {
+            #expect((codes[code.rawValue] ?? 0) > 20, "\(code): \(codes[code.rawValue] ?? 0) of \(codes)")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ConvertProtocol
+import NetworkTypes
 import Testing
 
 /// The worked example of docs/protocol.md, byte for byte: if the wire format changes, this
@@ -9,13 +10,13 @@ struct WorkedExampleTests {
     func workedExample() throws {
         let key = ClientKey(id: "gw-1", secret: Array(0..<32))
         let raw = try ConvertMessage.signedRequest(
-            to: ConvertDestination(ipv4: (198, 51, 100, 2), port: 80), key: key,
-            timestamp: 1_795_000_000, nonce: Array(0xa0..<0xb0))
+            to: SocketAddress(.v4([198, 51, 100, 2]), port: 80), key: key,
+            timestamp: 1_795_000_000_000, nonce: Array(0xa0..<0xb0))
         let hex = raw.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
         #expect(hex == Self.expected, "\(hex)")
     }
 
     static let expected = "01172263" + "0a050050" + "00000000000000000000ffffc6336402"
-        + "16110000" + "0104" + "67772d31" + "000000006afd86c0" + "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
-        + "0894a030bcd36b26601052f4e964733685786a4a34593d60fceb892782405134" + "0000"
+        + "16110000" + "0104" + "67772d31" + "000001a1ee565e00" + "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+        + "5d3852bfbe4487db5e94738a42a35ebf335224d8e1239a944bee32eaf5184518" + "0000"
 }

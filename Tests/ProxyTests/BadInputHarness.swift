@@ -68,8 +68,8 @@ final class BadInputHarness {
         (try? ConvertMessage.decode(reply))?.message.error?.0
     }
 
-    func destination(port: UInt16) -> ConvertDestination {
-        ConvertDestination(ipv4: (127, 0, 0, 1), port: port)
+    func destination(port: UInt16) -> SocketAddress {
+        SocketAddress(.v4([127, 0, 0, 1]), port: port)
     }
 }
 

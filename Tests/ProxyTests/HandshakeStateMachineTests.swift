@@ -1,4 +1,5 @@
 import ConvertProtocol
+import DataPlane
 import Glibc
 @testable import Proxy
 import Testing
@@ -6,10 +7,10 @@ import Testing
 @Suite("Handshake state machines")
 struct HandshakeStateMachineTests {
     let key = ClientKey(id: "gw", secret: Array(repeating: 9, count: 32))
-    let destination = ConvertDestination(ipv4: (192, 0, 2, 1), port: 443)
+    let destination = SocketAddress(.v4([192, 0, 2, 1]), port: 443)
 
     func server() -> ServerHandshake {
-        ServerHandshake(authenticator: ConvertAuthenticator(keys: [key]))
+        ServerHandshake(authenticator: ConvertAuthenticator(keys: [key], floor: 0))
     }
 
     @Test("server: reads exactly the request, connects, replies, relays")
@@ -20,7 +21,7 @@ struct HandshakeStateMachineTests {
         #expect(handshake.received(Array(request[0..<4]), now: 1000) == .read(upTo: request.count - 4))
         #expect(handshake.received(Array(request[4...]), now: 1000) == .connect(destination))
         #expect(handshake.keyID == "gw")
-        #expect(handshake.connectFinished(errno: 0) == .send(try ConvertMessage.success.encoded()))
+        #expect(handshake.connectFinished(errno: 0) == .send(try ConvertMessage.success().encoded()))
         #expect(handshake.replySent() == .startRelay)
         #expect(handshake.state == .relaying)
     }
@@ -49,7 +50,7 @@ struct HandshakeStateMachineTests {
     func badVersion() throws {
         var handshake = server()
         let action = handshake.received([2, 1, 0x22, 0x63], now: 0)
-        #expect(action == .send(try ConvertMessage.failure(.unsupportedVersion, value: 1).encoded()))
+        #expect(action == .send(try ConvertMessage.failure(.unsupportedVersion, value: [1]).encoded()))
     }
 
     @Test("server: deadlines close a slow request and answer a silent destination")
@@ -75,7 +76,7 @@ struct HandshakeStateMachineTests {
         var accepted = ClientHandshake(request: request)
         #expect(accepted.start() == .send(request))
         #expect(accepted.requestSent() == .read(upTo: 4))
-        let success = try ConvertMessage.success.encoded()
+        let success = try ConvertMessage.success().encoded()
         #expect(accepted.received(Array(success[0..<4])) == .read(upTo: success.count - 4))
         #expect(accepted.received(Array(success[4...])) == .startRelay)
 

@@ -34,15 +34,15 @@ struct ServerBadInputTests {
     func replayAndBadCookie() throws {
         let h = try BadInputHarness()
         defer { h.stop() }
-        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
         let first = try h.exchange(request, halfClose: true)
-        #expect(first.reply == (try ConvertMessage.success.encoded()))
+        #expect(first.reply == (try ConvertMessage.success().encoded()), "\(first.reply) \(h.records.reasons)")
         let replay = try h.exchange(request)
         #expect(h.errorCode(in: replay.reply) == .notAuthorized)
         let wrong = ClientKey(id: "gw", secret: Array(repeating: 6, count: 32))
-        let forged = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: wrong, timestamp: unixSeconds())
+        let forged = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: wrong, timestamp: unixMilliseconds())
         #expect(h.errorCode(in: try h.exchange(forged).reply) == .notAuthorized)
-        let stale = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds() - 3600)
+        let stale = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds() - 3_600_000)
         #expect(h.errorCode(in: try h.exchange(stale).reply) == .notAuthorized)
         // Only the one authenticated request was connected to the origin.
         var pending = pollfd(fd: h.origin, events: Int16(POLLIN), revents: 0)
@@ -54,11 +54,28 @@ struct ServerBadInputTests {
         #expect(accepted == 1)
     }
 
+    @Test("cookies stamped at the extremes of time (the remote kill of 2^64 - 5) get Not Authorized and the server keeps serving")
+    func extremeTimestamps() throws {
+        let h = try BadInputHarness()
+        defer { h.stop() }
+        for timestamp: UInt64 in [UInt64.max - 5, UInt64.max, 1 << 63, 0, unixMilliseconds() + 3_600_000] {
+            // Signed with the right key (so the MAC is not what stops it), and unsigned.
+            let signed = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: timestamp)
+            #expect(h.errorCode(in: try h.exchange(signed).reply) == .notAuthorized, "signed, timestamp \(timestamp)")
+            let cookie = ConvertCookie(keyID: h.key.id, timestamp: timestamp, nonce: Array(repeating: 1, count: 16)).encoded()
+            let unsigned = try ConvertMessage([.connect(h.destination(port: h.originAddress.port), tcpOptions: []), .cookie(cookie)]).encoded()
+            #expect(h.errorCode(in: try h.exchange(unsigned).reply) == .notAuthorized, "unsigned, timestamp \(timestamp)")
+        }
+        // Still alive and serving.
+        let good = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
+        #expect(try h.exchange(good, halfClose: true).reply == (try ConvertMessage.success().encoded()))
+    }
+
     @Test("truncated request then EOF: closed without relaying")
     func truncated() throws {
         let h = try BadInputHarness()
         defer { h.stop() }
-        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
         let result = try h.exchange(Array(request.prefix(10)), halfClose: true)
         #expect(result.reply.isEmpty)
         #expect(result.closedAfter < 400)
@@ -68,7 +85,7 @@ struct ServerBadInputTests {
     func slowloris() throws {
         let h = try BadInputHarness()
         defer { h.stop() }
-        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         #expect(h.address.withSockAddr { connect(fd, $0, $1) } == 0)
@@ -93,8 +110,8 @@ struct ServerBadInputTests {
     func plainTCPClientServed() throws {
         let h = try BadInputHarness()
         defer { h.stop() }
-        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixSeconds())
+        let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
         let result = try h.exchange(request, halfClose: true)
-        #expect(result.reply == (try ConvertMessage.success.encoded()))
+        #expect(result.reply == (try ConvertMessage.success().encoded()), "\(result.reply) \(h.records.reasons)")
     }
 }

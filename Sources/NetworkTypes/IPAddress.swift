@@ -1,7 +1,7 @@
 import Glibc
 
 /// An IPv4 or IPv6 address, network byte order: the one address type of the project, used by
-/// socket addresses and by netlink (endpoints, routes, rules, events).
+/// socket addresses, destinations, access rules and netlink (endpoints, routes, rules, events).
 public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     case v4([UInt8])   // 4 bytes
     case v6([UInt8])   // 16 bytes
@@ -21,6 +21,13 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// From 16 bytes as carried on the wire (RFC 8803 Connect TLV, PROXY v2): IPv4-mapped
+    /// addresses (::ffff:a.b.c.d) become IPv4, everything else stays IPv6.
+    public init(wire16 bytes: some Collection<UInt8>) {
+        let all = Array(bytes.prefix(16)) + [UInt8](repeating: 0, count: max(0, 16 - bytes.count))
+        self = IPAddress.v6(all).normalized
+    }
+
     public var family: Int32 {
         switch self {
         case .v4: return AF_INET
@@ -34,6 +41,24 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// 16 bytes for the wire: IPv6 as is, IPv4 as ::ffff:a.b.c.d.
+    public var wire16: [UInt8] {
+        switch self {
+        case .v4(let b): return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + b
+        case .v6(let b): return b
+        }
+    }
+
+    /// The IPv4 address an IPv4-mapped IPv6 address stands for (::ffff:a.b.c.d → a.b.c.d);
+    /// every other address unchanged. Policy checks compare normalised addresses, so a
+    /// destination cannot slip past an IPv4 rule by being written as IPv6.
+    public var normalized: IPAddress {
+        guard case .v6(let b) = self, b.count == 16, b[0..<10].allSatisfy({ $0 == 0 }), b[10] == 0xff, b[11] == 0xff else {
+            return self
+        }
+        return .v4(Array(b[12..<16]))
+    }
+
     /// Link-local IPv6 (fe80::/10) and IPv4 169.254/16: no uplink is reached through them.
     public var isLinkLocal: Bool {
         switch self {
@@ -42,13 +67,15 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The textual form, IPv6 compressed (RFC 5952, as inet_ntop writes it). Every log line
+    /// and metric label prints addresses this one way.
     public var description: String {
         switch self {
         case .v4(let b): return "\(b[0]).\(b[1]).\(b[2]).\(b[3])"
         case .v6(let b):
             var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
             var raw = in6_addr()
-            withUnsafeMutableBytes(of: &raw) { $0.copyBytes(from: b) }
+            withUnsafeMutableBytes(of: &raw) { $0.copyBytes(from: b.prefix(16)) }
             inet_ntop(AF_INET6, &raw, &buffer, socklen_t(buffer.count))
             return String(cString: buffer)
         }

@@ -78,12 +78,8 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
         case AF_INET6:
             let sin6 = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
             let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
-            // Show IPv4-mapped peers of dual-stack sockets as IPv4.
-            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
-                self.init(.v4(Array(bytes[12..<16])), port: UInt16(bigEndian: sin6.sin6_port))
-            } else {
-                self.init(.v6(bytes), port: UInt16(bigEndian: sin6.sin6_port))
-            }
+            // IPv4-mapped peers of dual-stack sockets are IPv4 (one form for logs and rules).
+            self.init(IPAddress.v6(bytes).normalized, port: UInt16(bigEndian: sin6.sin6_port))
         default:
             return nil
         }
