@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "mptcp-proxy", targets: ["MPTCPProxyCLI"]),
         .executable(name: "mptcp-stats", targets: ["StatsCLI"]),
         .executable(name: "mptcp-bench", targets: ["BenchTool"]),
+        .executable(name: "fuzz-convert", targets: ["ConvertFuzzTarget"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -70,7 +71,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "tools/bench/BenchTool"),
-        .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol", "NetworkTypes", "Fuzzing"]),
+        // Coverage-guided fuzz target (libFuzzer with -DFUZZING; a corpus replayer otherwise): tools/fuzz.
+        .executableTarget(name: "ConvertFuzzTarget", dependencies: ["ConvertProtocol", "Fuzzing"], path: "tools/fuzz/ConvertFuzzTarget"),
+        .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol", "NetworkTypes", "Fuzzing", "TestSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
         .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane", "TestSupport"], exclude: ["Fixtures"]),

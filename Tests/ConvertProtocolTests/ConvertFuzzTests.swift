@@ -1,6 +1,8 @@
 import ConvertProtocol
+import Foundation
 import Fuzzing
 import NetworkTypes
+import TestSupport
 import Testing
 
 /// Two fuzzers in the test suite (the coverage-guided one, run for millions of inputs, lives
@@ -70,6 +72,24 @@ struct ConvertFuzzTests {
         #expect(accepted > 500, "accepted \(accepted)")
         for code in [ConvertErrorCode.unsupportedVersion, .malformedMessage, .unsupportedMessage, .missingCookie, .notAuthorized, .unsupportedTCPOption] {
             #expect((codes[code.rawValue] ?? 0) > 20, "\(code): \(codes[code.rawValue] ?? 0) of \(codes)")
+        }
+    }
+}
+
+@Suite("Coverage-guided corpus")
+struct FuzzCorpusTests {
+    /// Every input libFuzzer kept (tools/fuzz/corpus/convert), through the same entry point it
+    /// ran: a crash or broken invariant found once stays fixed.
+    @Test("the committed Convert corpus replays with every invariant holding")
+    func replayConvertCorpus() throws {
+        let directory = Testbed.repositoryRoot + "/tools/fuzz/corpus/convert"
+        let files = try #require(try? FileManager.default.contentsOfDirectory(atPath: directory))
+        #expect(files.count >= 6)
+        var harness = ConvertFuzzHarness()
+        for file in files {
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: directory + "/" + file)))
+            let violations = FuzzTargets.convert(bytes, harness: &harness)
+            #expect(violations.isEmpty, "\(file): \(violations)")
         }
     }
 }
