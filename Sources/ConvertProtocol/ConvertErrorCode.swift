@@ -55,11 +55,14 @@ public struct ConvertProtocolError: Error, Equatable, Sendable, CustomStringConv
     /// Value bytes for the Error TLV (e.g. the unsupported option kinds); empty means one
     /// zero byte, the RFC's default.
     public var value: [UInt8]
+    /// The peer said so in an Error TLV (a server's refusal), rather than this end finding it.
+    public var reportedByPeer: Bool
 
-    public init(_ code: ConvertErrorCode, _ reason: String, value: [UInt8] = []) {
+    public init(_ code: ConvertErrorCode, _ reason: String, value: [UInt8] = [], reportedByPeer: Bool = false) {
         self.code = code
         self.reason = reason
         self.value = value
+        self.reportedByPeer = reportedByPeer
     }
 
     public var description: String { "\(code) (\(code.rawValue)): \(reason)" }

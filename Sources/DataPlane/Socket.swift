@@ -107,6 +107,32 @@ public struct Socket: Hashable, Sendable {
         try nonBlockingIO("read", { Glibc.read(fd, buffer.baseAddress, buffer.count) })
     }
 
+    /// Reads into the start of `buffer` (at most its count); with `peek`, without consuming.
+    public func read(into buffer: inout [UInt8], peek: Bool = false) throws(SystemError) -> IOResult {
+        let fd = self.fd
+        return try nonBlockingIO(peek ? "recv(MSG_PEEK)" : "read") {
+            buffer.withUnsafeMutableBytes { raw in
+                peek ? Glibc.recv(fd, raw.baseAddress, raw.count, Int32(MSG_PEEK)) : Glibc.read(fd, raw.baseAddress, raw.count)
+            }
+        }
+    }
+
+    /// Sends `buffer[offset...]`.
+    public func send(_ buffer: [UInt8], from offset: Int) throws(SystemError) -> IOResult {
+        let fd = self.fd
+        return try nonBlockingIO("send") {
+            buffer.withUnsafeBytes { all in
+                let rest = UnsafeRawBufferPointer(rebasing: all[offset...])
+                return Glibc.send(fd, rest.baseAddress, rest.count, Int32(MSG_NOSIGNAL))
+            }
+        }
+    }
+
+    /// Copies up to `buffer.count` queued bytes without consuming them (MSG_PEEK).
+    public func peek(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult {
+        try nonBlockingIO("recv(MSG_PEEK)", { Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_PEEK)) })
+    }
+
     public func send(_ buffer: UnsafeRawBufferPointer, flags: Int32 = 0) throws(SystemError) -> IOResult {
         try nonBlockingIO("send", { Glibc.send(fd, buffer.baseAddress, buffer.count, flags | Int32(MSG_NOSIGNAL)) })
     }

@@ -14,11 +14,15 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     case rejected(ConvertProtocolError)
     /// The server answered our request with an Error TLV.
     case refusedByServer(ConvertErrorCode)
+    /// The next hop could not be reached (said in Convert's vocabulary: code and reason).
+    case upstreamFailed(ConvertProtocolError)
     /// Connecting to the next hop failed.
     case connectFailed(SystemError)
     case ioError(SystemError)
     /// The service shut down before the connection finished.
     case shutdown
+    /// A state machine got an event its state cannot have: a bug, logged as an error.
+    case internalError(String)
 
     public var description: String {
         switch self {
@@ -28,9 +32,11 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
         case .peerClosedDuringHandshake: return "peer-closed-during-handshake"
         case .rejected(let error): return "rejected: \(error)"
         case .refusedByServer(let code): return "refused-by-server: \(code) (\(code.rawValue))"
+        case .upstreamFailed(let error): return "upstream-failed: \(error)"
         case .connectFailed(let error): return "connect-failed: \(error)"
         case .ioError(let error): return "io-error: \(error)"
         case .shutdown: return "shutdown"
+        case .internalError(let what): return "internal-error: \(what)"
         }
     }
 }
@@ -53,6 +59,14 @@ public struct ConnectionRecord: Sendable, CustomStringConvertible {
     public var reason: CloseReason = .completed
 
     public var description: String {
-        "\(role) \(peer.map { "\($0)" } ?? "?") -> \(destination)\(keyID.map { " key=\($0)" } ?? "") up=\(bytesUp) down=\(bytesDown) duration=\(durationMilliseconds)ms transport=\(transport) subflows=\(transport.subflows) reason=\(reason)"
+        "\(role) \(peer.map { "\($0)" } ?? "?") -> \(destination)\(keyID.map { " key=\(PeerText.escaped($0))" } ?? "") up=\(bytesUp) down=\(bytesDown) duration=\(durationMilliseconds)ms transport=\(transport) subflows=\(transport.subflows) reason=\(reason)"
+    }
+}
+
+extension CloseReason {
+    /// How a client frontend records an upstream that could not deliver: the server's own
+    /// refusal (an Error TLV it sent), or a failure to reach or understand it.
+    init(upstreamFailure failure: ConvertProtocolError) {
+        self = failure.reportedByPeer ? .refusedByServer(failure.code) : .upstreamFailed(failure)
     }
 }

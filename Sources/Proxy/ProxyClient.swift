@@ -37,10 +37,13 @@ public enum ProxyClient {
         let specs = configuration.forwards.map { forward in
             // LAN side is plain TCP: hosts behind the gateway know nothing of MPTCP.
             ListenerSpec(address: forward.listen, options: ListenerOptions(mptcp: false)) { context, socket in
-                ClientConnection(context: context, inbound: socket, destination: forward.destination, upstream: upstream).launch()
+                let peer = socket.peerAddress()
+                ConnectionDriver(context: context, inbound: socket, peer: peer,
+                                 frontend: FixedDestinationFrontend(destination: .address(forward.destination), source: peer),
+                                 upstream: ConvertUpstream(endpoint: upstream, connectTimeout: context.timeouts.connect)).launch()
             }
         }
-        return ProxyService(name: "client", specs: specs, loops: configuration.loops, namespace: configuration.namespace,
+        return ProxyService(name: "client", role: .client, specs: specs, loops: configuration.loops, namespace: configuration.namespace,
                             timeouts: configuration.timeouts, logger: logger, onEnd: onEnd)
     }
 }

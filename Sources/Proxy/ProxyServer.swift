@@ -35,10 +35,13 @@ public enum ProxyServer {
         let authenticator = ConvertAuthenticator(keys: configuration.keys, settings: settings, floor: unixMilliseconds() - 1)
         let specs = configuration.listen.map { address in
             ListenerSpec(address: address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket in
-                ServerConnection(context: context, inbound: socket, authenticator: authenticator).launch()
+                let peer = socket.peerAddress()
+                ConnectionDriver(context: context, inbound: socket, peer: peer,
+                                 frontend: ConvertFrontend(authenticator: authenticator, peer: peer),
+                                 upstream: DirectUpstream(connectTimeout: context.timeouts.connect)).launch()
             }
         }
-        return ProxyService(name: "server", specs: specs, loops: configuration.loops, namespace: configuration.namespace,
+        return ProxyService(name: "server", role: .server, specs: specs, loops: configuration.loops, namespace: configuration.namespace,
                             timeouts: configuration.timeouts, logger: logger, onEnd: onEnd)
     }
 }

@@ -27,9 +27,12 @@ public final class ProxyService: @unchecked Sendable {
     private var contexts: [ConnectionContext] = []
     private var listeners: [[Listener]] = []
 
-    init(name: String, specs: [ListenerSpec], loops: Int, namespace: NetworkNamespace?, timeouts: ConnectionTimeouts,
+    private let role: ConnectionRecord.Role
+
+    init(name: String, role: ConnectionRecord.Role, specs: [ListenerSpec], loops: Int, namespace: NetworkNamespace?, timeouts: ConnectionTimeouts,
          logger: Logger, onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
         self.name = name
+        self.role = role
         self.specs = specs
         self.loopCount = loops
         self.namespace = namespace
@@ -44,7 +47,7 @@ public final class ProxyService: @unchecked Sendable {
         let group = try LoopGroup(count: loopCount, name: name, namespace: namespace)
         self.group = group
         let table = { [active] in ConnectionTable(counter: active) }
-        contexts = group.loops.map { ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd) }
+        contexts = group.loops.map { ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd, role: role) }
         do {
             let contexts = self.contexts
             let specs = self.specs

@@ -1,0 +1,644 @@
+import CLinuxShim
+import ConvertProtocol
+import DataPlane
+import Glibc
+import Logging
+import MPTCPKernel
+
+/// Carries out what a connection's frontend and upstream machines ask, then relays.
+///
+/// Every action names its socket; each socket has at most one outstanding read and one send
+/// buffer. Reads are attempted at once and only wait for epoll when the socket is empty
+/// (edge-triggered epoll reports a socket only when something new arrives). The machines take
+/// turns: the frontend until it yields a destination, the upstream until it is connected or
+/// has failed, then the frontend again for its reply. Everything the handshake needs lives in
+/// a `Handshake` object that is released when relaying starts, so an idle relayed connection
+/// holds only its sockets, its relay state and its record.
+final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedConnection {
+    private let context: ConnectionContext
+    private let inbound: OwnedSocket
+    private var outbound: OwnedSocket?
+    private var handshake: Handshake?
+    private var relay: SpliceRelay?
+    private var record: ConnectionRecord
+    private let startedAt: UInt64
+    private var lastActivity: UInt64 = 0
+    private var relayScheduled = false
+    private var sampledAtFirstEOF = false
+    private var drainingReason: CloseReason?
+    private(set) var isClosed = false
+    private lazy var idleTimer = LoopTimer { [weak self] in self?.idleCheck() }
+
+    private var loop: EventLoop { context.loop }
+
+    /// Whose turn it is to receive I/O results.
+    private enum Turn { case frontend, upstream }
+
+    private enum ReadKind { case exact, available, peek }
+
+    private struct PendingRead {
+        var side: Side
+        var limit: Int
+        var kind: ReadKind
+        var turn: Turn
+    }
+
+    /// Bytes waiting to go out on one socket, and who is told when they are out.
+    private struct SendBuffer {
+        var bytes: [UInt8] = []
+        var offset = 0
+        var notify: Turn?
+        var isEmpty: Bool { offset >= bytes.count }
+    }
+
+    /// What only the handshake needs; dropped when relaying starts.
+    private final class Handshake {
+        var frontend: F
+        var upstream: U
+        var turn: Turn = .frontend
+        var pendingRead: PendingRead?
+        var inboundSend = SendBuffer()
+        var outboundSend = SendBuffer()
+        var lastPeek = 0
+        var dial: DialState?
+        var deadline: LoopTimer?
+        var replyRetry: LoopTimer?
+        var replyRetryDelay: UInt64 = 1
+        var resolving = false
+
+        init(frontend: F, upstream: U) {
+            self.frontend = frontend
+            self.upstream = upstream
+        }
+    }
+
+    /// The attempts of one dial (Happy Eyeballs), their sockets and timers.
+    private final class DialState {
+        let plan: DialPlan
+        var scheduler: DialScheduler
+        var attempts: [Int: OwnedSocket] = [:]
+        let delayTimer: LoopTimer
+        let timeoutTimer: LoopTimer
+
+        init(plan: DialPlan, delayTimer: LoopTimer, timeoutTimer: LoopTimer) {
+            self.plan = plan
+            self.scheduler = DialScheduler(candidateCount: plan.candidates.count)
+            self.delayTimer = delayTimer
+            self.timeoutTimer = timeoutTimer
+        }
+    }
+
+    /// - Parameter peer: the accepted socket's peer (read once by whoever built the frontend).
+    init(context: ConnectionContext, inbound socket: Socket, peer: SocketAddress?, frontend: F, upstream: U) {
+        self.context = context
+        self.inbound = OwnedSocket(socket)
+        self.startedAt = context.loop.now
+        self.record = ConnectionRecord(role: context.role, peer: peer, destination: "?")
+        self.handshake = Handshake(frontend: frontend, upstream: upstream)
+    }
+
+    /// Registers the accepted socket, arms the handshake deadline and starts the frontend; a
+    /// connection that cannot be registered ends at once (logged).
+    func launch() {
+        do {
+            try loop.register(inbound.fd, events: EventLoop.streamEvents, handler: self)
+        } catch {
+            context.logger.warning("accepted connection could not be registered: \(error)")
+            inbound.close(reset: true)
+            return
+        }
+        context.table.add(self)
+        guard let handshake else { return }
+        let deadline = LoopTimer { [weak self] in self?.handshakeDeadlinePassed() }
+        handshake.deadline = deadline
+        loop.arm(deadline, after: context.timeouts.handshake)
+        run(.frontend(handshake.frontend.start()))
+    }
+
+    // MARK: the machines' turns
+
+    private enum Next {
+        case frontend(FrontendStep)
+        case upstream(UpstreamStep)
+        case wait
+    }
+
+    /// Carries out steps until one has to wait for the network.
+    private func run(_ first: Next) {
+        var next = first
+        while !isClosed, let handshake {
+            switch next {
+            case .wait:
+                return
+            case .frontend(let step):
+                handshake.turn = .frontend
+                next = perform(step, handshake)
+            case .upstream(let step):
+                handshake.turn = .upstream
+                next = perform(step, handshake)
+            }
+        }
+    }
+
+    private func perform(_ step: FrontendStep, _ h: Handshake) -> Next {
+        switch step {
+        case .read(let limit):
+            return startRead(PendingRead(side: .inbound, limit: limit, kind: .exact, turn: .frontend), h)
+        case .peek(let limit):
+            return startRead(PendingRead(side: .inbound, limit: limit, kind: .peek, turn: .frontend), h)
+        case .send(let bytes):
+            return queueSend(bytes, on: .inbound, notify: .frontend, h)
+        case .connect(let request):
+            record.destination = request.destination.description
+            record.keyID = request.keyID
+            return .upstream(h.upstream.start(request, wallMilliseconds: unixMilliseconds()))
+        case .relay:
+            startRelay()
+            return .wait
+        case .close(let reason, let style):
+            finish(reason, style)
+            return .wait
+        }
+    }
+
+    private func perform(_ step: UpstreamStep, _ h: Handshake) -> Next {
+        switch step {
+        case .readAvailable(let side, let limit):
+            return startRead(PendingRead(side: side, limit: limit, kind: .available, turn: .upstream), h)
+        case .read(let side, let limit):
+            return startRead(PendingRead(side: side, limit: limit, kind: .exact, turn: .upstream), h)
+        case .send(let side, let bytes):
+            return queueSend(bytes, on: side, notify: .upstream, h)
+        case .dial(let plan):
+            startDial(plan, h)
+            return .wait
+        case .resolve(let name, let port):
+            return resolve(name, port: port, h)
+        case .connected:
+            return .frontend(h.frontend.upstreamConnected())
+        case .failed(let failure):
+            return .frontend(h.frontend.upstreamFailed(failure))
+        }
+    }
+
+    /// Delivers an I/O result to the machine whose turn it is.
+    private func deliver(_ turn: Turn, _ h: Handshake, received bytes: [UInt8]?, on side: Side) -> Next {
+        switch turn {
+        case .frontend:
+            return .frontend(bytes.map { h.frontend.received($0) } ?? h.frontend.inboundClosed())
+        case .upstream:
+            return .upstream(bytes.map { h.upstream.received(side, $0) } ?? h.upstream.closed(side))
+        }
+    }
+
+    // MARK: reads and sends
+
+    private func socket(_ side: Side) -> OwnedSocket? {
+        side == .inbound ? inbound : outbound
+    }
+
+    private func startRead(_ read: PendingRead, _ h: Handshake) -> Next {
+        h.pendingRead = nil
+        guard let socket = socket(read.side) else {
+            return deliver(read.turn, h, received: nil, on: read.side)
+        }
+        var buffer = [UInt8](repeating: 0, count: max(1, read.limit))
+        let result: IOResult
+        do {
+            result = try socket.socket.read(into: &buffer, peek: read.kind == .peek)
+        } catch {
+            failIO(error, on: read.side, h)
+            return .wait
+        }
+        switch result {
+        case .wouldBlock:
+            if read.kind == .available { return deliver(read.turn, h, received: [], on: read.side) }
+            h.pendingRead = read
+            return .wait
+        case .processed(0):
+            return deliver(read.turn, h, received: nil, on: read.side)
+        case .processed(let count):
+            if read.kind == .peek {
+                // Nothing new since the last look: wait for more bytes before asking again.
+                guard count > h.lastPeek else {
+                    h.pendingRead = read
+                    return .wait
+                }
+                h.lastPeek = count
+            }
+            return deliver(read.turn, h, received: Array(buffer[0..<count]), on: read.side)
+        }
+    }
+
+    private func queueSend(_ bytes: [UInt8], on side: Side, notify: Turn, _ h: Handshake) -> Next {
+        if side == .inbound {
+            h.inboundSend.bytes += bytes
+            h.inboundSend.notify = notify
+        } else {
+            h.outboundSend.bytes += bytes
+            h.outboundSend.notify = notify
+        }
+        return flush(side, h)
+    }
+
+    /// Writes what the side's buffer holds; tells its machine once the buffer is empty.
+    private func flush(_ side: Side, _ h: Handshake) -> Next {
+        guard let socket = socket(side) else { return .wait }
+        if side == .inbound, context.waitForMPTCPKeyBeforeSending, !h.inboundSend.isEmpty, !peerKeyReceived() {
+            deferInboundSend(h)
+            return .wait
+        }
+        var buffer = side == .inbound ? h.inboundSend : h.outboundSend
+        defer { if side == .inbound { h.inboundSend = buffer } else { h.outboundSend = buffer } }
+        while !buffer.isEmpty {
+            let result: IOResult
+            do {
+                result = try socket.socket.send(buffer.bytes, from: buffer.offset)
+            } catch where error.errno == EINPROGRESS {
+                return .wait  // TCP Fast Open without a cookie: written once the connection is up
+            } catch {
+                failIO(error, on: side, h)
+                return .wait
+            }
+            guard case .processed(let count) = result else { return .wait }
+            buffer.offset += count
+        }
+        buffer.bytes = []
+        buffer.offset = 0
+        guard let turn = buffer.notify else { return .wait }
+        buffer.notify = nil
+        switch turn {
+        case .frontend: return .frontend(h.frontend.sent())
+        case .upstream: return .upstream(h.upstream.sent(side))
+        }
+    }
+
+    /// A socket error during the handshake: the machine whose socket it was decides.
+    private func failIO(_ error: SystemError, on side: Side, _ h: Handshake) {
+        if side == .outbound, case .upstream = h.turn {
+            // The upstream treats a broken outbound socket as closed (e.g. a server that refused).
+            context.logger.debug("outbound: \(error)")
+            run(.upstream(h.upstream.closed(.outbound)))
+            return
+        }
+        finish(.ioError(error), .reset)
+    }
+
+    // MARK: the MPTCP key (server, TCP Fast Open)
+
+    /// Whether the MPTCP handshake of the inbound socket has finished (the client's key arrived
+    /// with its third ACK). Measured on Linux 6.18: a reply written to a TCP-Fast-Open-accepted
+    /// MPTCP socket before that sat in the send queue and was never transmitted. Sockets
+    /// accepted without TFO, and plain TCP ones, are established at accept already.
+    private func peerKeyReceived() -> Bool {
+        guard inbound.socket.transportProtocol() == MPX_IPPROTO_MPTCP, let info = inbound.socket.mptcpInfo() else { return true }
+        return info.remoteKeyReceived || info.fallback
+    }
+
+    private func deferInboundSend(_ h: Handshake) {
+        let timer = h.replyRetry ?? LoopTimer { [weak self] in
+            guard let self, !isClosed, let h = handshake else { return }
+            run(flush(.inbound, h))
+        }
+        h.replyRetry = timer
+        loop.arm(timer, after: h.replyRetryDelay)
+        h.replyRetryDelay = min(h.replyRetryDelay * 2, 50)
+    }
+
+    // MARK: dialling
+
+    private func startDial(_ plan: DialPlan, _ h: Handshake) {
+        let dial = DialState(plan: plan,
+                             delayTimer: LoopTimer { [weak self] in self?.dialDelayElapsed() },
+                             timeoutTimer: LoopTimer { [weak self] in self?.dialTimedOut() })
+        h.dial = dial
+        loop.arm(dial.timeoutTimer, after: plan.timeout)
+        carryOut(dial.scheduler.begin(), dial, h)
+    }
+
+    /// Starts the attempts the scheduler asks for (an attempt that fails or connects at once is
+    /// reported back straight away) until one has to wait, or the dial is over.
+    private func carryOut(_ first: DialScheduler.Decision, _ dial: DialState, _ h: Handshake) {
+        var decision = first
+        while true {
+            if decision.armDelay { loop.arm(dial.delayTimer, after: dial.plan.attemptDelay) }
+            switch decision.outcome {
+            case .success(let index)?:
+                endDial(h, winner: index)
+                return
+            case .failure(let failure)?:
+                endDial(h, winner: nil)
+                run(.upstream(h.upstream.dialed(.failed(errno: failure.errno))))
+                return
+            case nil:
+                break
+            }
+            guard let index = decision.start else { return }
+            switch openAttempt(dial.plan, index) {
+            case .success(let attempt):
+                dial.attempts[index] = attempt.socket
+                guard attempt.connected else { return }
+                decision = dial.scheduler.attemptSucceeded(index)
+            case .failure(let error):
+                decision = dial.scheduler.attemptFailed(index, errno: error.errno)
+            }
+        }
+    }
+
+    private struct Attempt {
+        var socket: OwnedSocket
+        var connected: Bool
+    }
+
+    /// Opens, configures and connects one attempt; `connected` when the kernel says so at once
+    /// (or, with TCP_FASTOPEN_CONNECT, defers the handshake to the first write).
+    private func openAttempt(_ plan: DialPlan, _ index: Int) -> Result<Attempt, SystemError> {
+        let address = plan.candidates[index]
+        let owned: OwnedSocket
+        do {
+            owned = OwnedSocket(try Socket.makeStream(family: address.family, mptcp: plan.mptcp).socket)
+        } catch {
+            return .failure(error)
+        }
+        let socket = owned.socket
+        do {
+            try loop.register(socket.fd, events: EventLoop.streamEvents, handler: self)
+        } catch {
+            owned.close()
+            return .failure(error)
+        }
+        socket.setNoDelay()
+        if plan.receiveBuffer > 0 {
+            // Measured on Linux 6.18: an MPTCP socket read only with splice(2) never grows its
+            // receive buffer (autotuning runs in recvmsg), so its window stays small and
+            // downloads crawled at 2-4 Mbit/s over 90 Mbit/s of paths. A fixed buffer (the
+            // kernel doubles it, capped by net.core.rmem_max) restores the full rate.
+            try? socket.setOption(level: SOL_SOCKET, name: SO_RCVBUF, plan.receiveBuffer, "SO_RCVBUF")
+        }
+        if plan.fastOpen {
+            // Best effort: without TFO the request simply follows the handshake.
+            try? socket.setOption(level: Int32(IPPROTO_TCP), name: MPX_TCP_FASTOPEN_CONNECT, 1, "TCP_FASTOPEN_CONNECT")
+        }
+        do {
+            let connected = try socket.connect(to: address)
+            return .success(Attempt(socket: owned, connected: connected))
+        } catch {
+            loop.deregister(socket.fd)
+            owned.close()
+            return .failure(error)
+        }
+    }
+
+    private func dialDelayElapsed() {
+        guard !isClosed, let h = handshake, let dial = h.dial else { return }
+        carryOut(dial.scheduler.delayElapsed(), dial, h)
+    }
+
+    private func dialTimedOut() {
+        guard !isClosed, let h = handshake, h.dial != nil else { return }
+        endDial(h, winner: nil)
+        run(.upstream(h.upstream.dialed(.failed(errno: ETIMEDOUT))))
+    }
+
+    /// An attempt's socket reported writable or an error: its connect has finished.
+    private func attemptFinished(fd: Int32, events: UInt32, _ h: Handshake) {
+        guard let dial = h.dial, let (index, socket) = dial.attempts.first(where: { $0.value.fd == fd }) else { return }
+        guard events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 else { return }
+        let error = socket.socket.pendingError()
+        if error == 0 {
+            carryOut(dial.scheduler.attemptSucceeded(index), dial, h)
+        } else {
+            loop.deregister(fd)
+            socket.close()
+            dial.attempts[index] = nil
+            carryOut(dial.scheduler.attemptFailed(index, errno: error), dial, h)
+        }
+    }
+
+    /// The dial is over: the winner becomes the outbound socket (its initial data queued), every
+    /// other attempt is closed, the timers stop.
+    private func endDial(_ h: Handshake, winner: Int?) {
+        guard let dial = h.dial else { return }
+        h.dial = nil
+        dial.delayTimer.cancel()
+        dial.timeoutTimer.cancel()
+        for (index, socket) in dial.attempts where index != winner {
+            loop.deregister(socket.fd)
+            socket.close()
+        }
+        guard let winner, let socket = dial.attempts[winner] else { return }
+        outbound = socket
+        let address = dial.plan.candidates[winner]
+        if !dial.plan.initialData.isEmpty {
+            h.outboundSend.bytes += dial.plan.initialData
+            _ = flush(.outbound, h)  // no one is notified: the upstream goes on at once
+        }
+        run(.upstream(h.upstream.dialed(.connected(address))))
+    }
+
+    // MARK: names
+
+    private func resolve(_ name: String, port: UInt16, _ h: Handshake) -> Next {
+        guard let resolver = context.resolver else {
+            return .upstream(h.upstream.resolved([], error: "this endpoint resolves no names"))
+        }
+        h.resolving = true
+        let loop = self.loop
+        resolver.resolve(name) { [weak self] addresses, error in
+            loop.execute {
+                guard let self, !self.isClosed, let h = self.handshake, h.resolving else { return }
+                h.resolving = false
+                self.run(.upstream(h.upstream.resolved(addresses, error: error)))
+            }
+        }
+        return .wait
+    }
+
+    // MARK: deadlines
+
+    private func handshakeDeadlinePassed() {
+        guard !isClosed, let h = handshake else { return }
+        h.pendingRead = nil
+        h.resolving = false
+        if h.dial != nil { endDial(h, winner: nil) }
+        run(.frontend(h.frontend.timedOut()))
+    }
+
+    // MARK: events
+
+    func handleEvents(_ events: UInt32, fd: Int32) {
+        if drainingReason != nil {
+            if fd == inbound.fd { discardUntilEOF() }
+            return
+        }
+        if relay != nil {
+            pumpRelay()
+            return
+        }
+        guard let h = handshake else { return }
+        if fd != inbound.fd, fd != outbound?.fd {
+            attemptFinished(fd: fd, events: events, h)
+            return
+        }
+        let side: Side = fd == inbound.fd ? .inbound : .outbound
+        let sendBuffer = side == .inbound ? h.inboundSend : h.outboundSend
+        if !sendBuffer.isEmpty, events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 {
+            run(flush(side, h))
+        }
+        guard !isClosed, let h = handshake, let read = h.pendingRead, read.side == side else { return }
+        if events & (MPX_EPOLLIN | MPX_EPOLLRDHUP | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 {
+            run(startRead(read, h))
+        }
+    }
+
+    // MARK: relay
+
+    private func startRelay() {
+        guard let outbound, relay == nil, !isClosed, let h = handshake else { return }
+        guard h.inboundSend.isEmpty, h.outboundSend.isEmpty else {
+            // The machines relay only after their last send was reported sent.
+            finish(.ioError(SystemError("relay with bytes unsent", errno: EIO)), .reset)
+            return
+        }
+        h.deadline?.cancel()
+        h.replyRetry?.cancel()
+        handshake = nil
+        relay = SpliceRelay(client: inbound.socket, server: outbound.socket)
+        lastActivity = loop.now
+        loop.arm(idleTimer, after: context.timeouts.idle)
+        if context.metrics.isExporting, let leg = socket(context.mptcpLeg)?.socket,
+           let local = leg.localAddress(), let remote = leg.peerAddress() {
+            context.metrics.relayStarted(ObjectIdentifier(self), ProxyMetrics.LiveConnection(
+                peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination, keyID: record.keyID,
+                mptcpLocal: "\(local)", mptcpRemote: "\(remote)"))
+        }
+        pumpRelay()
+    }
+
+    private func pumpRelay() {
+        guard !isClosed, var current = relay else { return }
+        do {
+            let (progress, moved) = try current.pump(pipes: loop.pipes)
+            relay = current
+            if moved { lastActivity = loop.now }
+            if !sampledAtFirstEOF && (current.upstream.finished || current.downstream.finished) {
+                // Subflows close with the connection, so count them while it is still whole.
+                sampledAtFirstEOF = true
+                sampleTransport()
+            }
+            switch progress {
+            case .finished:
+                finish(.completed, .graceful)
+            case .yielded:
+                // Let the loop serve other connections before going on; edge-triggered epoll
+                // will not report this socket again, so schedule the continuation ourselves.
+                if !relayScheduled {
+                    relayScheduled = true
+                    loop.execute { [self] in
+                        relayScheduled = false
+                        pumpRelay()
+                    }
+                }
+            case .waiting:
+                break
+            }
+        } catch {
+            relay = current
+            finish(.ioError(error), .reset)
+        }
+    }
+
+    private func idleCheck() {
+        guard !isClosed else { return }
+        let quietFor = loop.now - lastActivity
+        if quietFor >= context.timeouts.idle {
+            finish(.idleTimeout, .reset)
+        } else {
+            loop.arm(idleTimer, at: lastActivity + context.timeouts.idle)
+        }
+    }
+
+    // MARK: end
+
+    /// Keeps the most subflows the kernel has reported for the MPTCP leg.
+    private func sampleTransport() {
+        guard let leg = socket(context.mptcpLeg), leg.isOpen else { return }
+        let now = leg.socket.transportKind()
+        if case .mptcp(let seen) = record.transport, now.subflows <= seen { return }
+        if record.transport == .fallback && now == .tcp { return }
+        record.transport = now
+    }
+
+    func finish(_ reason: CloseReason, reset: Bool) {
+        finish(reason, reset ? .reset : .graceful)
+    }
+
+    /// Ends the connection once: logs its record, closes both sockets as `style` says, returns
+    /// its pipes. With `.drainInbound` the inbound socket is half-closed first and the end
+    /// waits for the peer's EOF (at most a second).
+    private func finish(_ reason: CloseReason, _ style: CloseStyle) {
+        guard !isClosed else { return }
+        if style == .drainInbound, drainingReason == nil {
+            drainingReason = reason
+            if let h = handshake {
+                if h.dial != nil { endDial(h, winner: nil) }
+                h.deadline?.cancel()
+                h.replyRetry?.cancel()
+            }
+            inbound.socket.shutdownWrite()
+            if let outbound {
+                loop.deregister(outbound.fd)
+                outbound.close()
+                self.outbound = nil
+            }
+            let timer = LoopTimer { [weak self] in self?.finish(reason, .reset) }
+            handshake?.deadline = timer
+            loop.arm(timer, after: 1_000)
+            discardUntilEOF()
+            return
+        }
+        isClosed = true
+        idleTimer.cancel()
+        if let h = handshake {
+            if h.dial != nil { endDial(h, winner: nil) }
+            h.deadline?.cancel()
+            h.replyRetry?.cancel()
+            h.resolving = false
+        }
+        handshake = nil
+        record.reason = reason
+        record.durationMilliseconds = loop.now - startedAt
+        if let relay {
+            record.bytesUp += relay.upstream.bytesDelivered
+            record.bytesDown += relay.downstream.bytesDelivered
+        }
+        sampleTransport()
+        relay?.release(pipes: loop.pipes)
+        relay = nil
+        for socket in [inbound, outbound].compactMap({ $0 }) where socket.isOpen {
+            loop.deregister(socket.fd)
+            socket.close(reset: style == .reset)
+        }
+        outbound = nil
+        context.table.remove(self)
+        let record = self.record
+        context.logger.log(level: reason == .completed ? .info : .notice, "connection end: \(record)")
+        context.metrics.ended(ObjectIdentifier(self), record)
+        context.onEnd?(record)
+    }
+
+    /// After an error reply: discard what the client still sends until its EOF.
+    private func discardUntilEOF() {
+        guard let reason = drainingReason else { return }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !isClosed {
+            let result = try? inbound.socket.read(into: &buffer)
+            switch result {
+            case .wouldBlock?: return
+            case .processed(0)?: finish(reason, .graceful)
+            case .processed?: continue
+            case nil: finish(reason, .reset)
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+/// Happy Eyeballs connection attempts (RFC 8305 §5), as a pure state machine: which candidate
+/// to start when, and when the dial as a whole has succeeded or failed. The driver owns the
+/// sockets and the timers and reports back.
+///
+/// Attempts start one at a time in the plan's order; the next starts when the current one
+/// fails or after the Connection Attempt Delay (250 ms by default) with no answer, whichever
+/// comes first, so a dead address costs a quarter of a second instead of a connect timeout.
+/// The first attempt to connect wins and every other is abandoned.
+struct DialScheduler {
+    struct Decision: Equatable {
+        /// Start this candidate now.
+        var start: Int?
+        /// (Re)arm the attempt-delay timer.
+        var armDelay = false
+        /// The dial is over: the candidate that connected, or the errno it failed with.
+        var outcome: Result<Int, DialFailure>?
+    }
+
+    struct DialFailure: Error, Equatable {
+        var errno: Int32
+    }
+
+    let candidateCount: Int
+    private var nextCandidate = 0
+    private(set) var inFlight: Set<Int> = []
+    private var lastErrno: Int32 = 0
+    private var finished = false
+
+    init(candidateCount: Int) {
+        self.candidateCount = candidateCount
+    }
+
+    mutating func begin() -> Decision {
+        startNext(orFail: 101 /* ENETUNREACH: nothing to try */)
+    }
+
+    /// The attempt-delay timer fired with attempts still pending.
+    mutating func delayElapsed() -> Decision {
+        guard !finished, nextCandidate < candidateCount else { return Decision() }
+        return startNext(orFail: lastErrno)
+    }
+
+    mutating func attemptSucceeded(_ index: Int) -> Decision {
+        guard !finished, inFlight.remove(index) != nil else { return Decision() }
+        finished = true
+        return Decision(outcome: .success(index))
+    }
+
+    mutating func attemptFailed(_ index: Int, errno: Int32) -> Decision {
+        guard !finished, inFlight.remove(index) != nil else { return Decision() }
+        lastErrno = errno
+        if nextCandidate < candidateCount { return startNext(orFail: errno) }
+        if inFlight.isEmpty {
+            finished = true
+            return Decision(outcome: .failure(DialFailure(errno: errno)))
+        }
+        return Decision()
+    }
+
+    private mutating func startNext(orFail errno: Int32) -> Decision {
+        guard nextCandidate < candidateCount else {
+            finished = true
+            return Decision(outcome: .failure(DialFailure(errno: errno)))
+        }
+        let index = nextCandidate
+        nextCandidate += 1
+        inFlight.insert(index)
+        return Decision(start: index, armDelay: nextCandidate < candidateCount)
+    }
+}
