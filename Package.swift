@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C: kernel definitions newer than the installed headers, and (later) libmnl netlink.
@@ -43,11 +45,15 @@ let package = Package(
         // Structure-aware generators and invariant harnesses shared by the test suite's fuzzers
         // and the coverage-guided targets in tools/fuzz.
         .target(name: "Fuzzing", dependencies: ["ConvertProtocol", "NetworkTypes", .product(name: "Crypto", package: "swift-crypto")]),
-        // Client and server connections, configuration, services.
+        // SOCKS5, HTTP CONNECT and PROXY protocol v2 codecs. Pure, no I/O.
+        .target(name: "ProxyProtocols", dependencies: ["NetworkTypes"]),
+        // Client and server connections, policies (rules, limits, pools), configuration, services, metrics.
         .target(name: "Proxy", dependencies: [
-            "ConvertProtocol", "DataPlane", "MPTCPKernel",
+            "ConvertProtocol", "DataPlane", "MPTCPKernel", "ProxyProtocols",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // mptcp-stats: sampling (sock_diag, PM), rates, and the terminal view.
         .target(name: "Stats", dependencies: ["MPTCPKernel", "PathManager", "DataPlane"]),

@@ -11,24 +11,28 @@ struct MPTCPProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mptcp-proxy",
         abstract: "Multipath TCP aggregating proxy: plain TCP in, MPTCP across every uplink, plain TCP out.",
-        subcommands: [ClientCommand.self, ServerCommand.self, PathManagerCommand.self])
+        subcommands: [ClientCommand.self, ServerCommand.self, PathManagerCommand.self, ReloadCommand.self])
 }
 
-/// Options every long-running subcommand shares.
+/// Options every long-running subcommand shares. Every number is range-checked here exactly as
+/// the configuration file checks it: a zero idle timeout is an error, not a relay that ends at once.
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(help: "Event loops (threads); default: one per core.")
+    @Option(help: "Event loops (threads), 1...256; default: one per core.")
     var loops: Int?
 
-    @Option(help: "On SIGTERM/SIGINT, let running connections finish for this many milliseconds.")
+    @Option(help: "On SIGTERM/SIGINT, let running connections finish for this many milliseconds (0...3600000).")
     var drainTimeoutMs: UInt64 = 10_000
 
-    @Option(help: "Handshake deadline in milliseconds (request, connect and reply).")
+    @Option(help: "Handshake deadline in milliseconds (request, connect and reply), 100...600000.")
     var handshakeTimeoutMs: UInt64?
 
-    @Option(help: "Idle deadline in milliseconds (no byte in either direction).")
+    @Option(help: "Connect deadline towards the next hop in milliseconds, 100...600000.")
+    var connectTimeoutMs: UInt64?
+
+    @Option(help: "Idle deadline in milliseconds (no byte in either direction), 1000...86400000.")
     var idleTimeoutMs: UInt64?
 
     @Option(help: "Run inside this network namespace (ip netns).")
@@ -37,12 +41,24 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Serve Prometheus metrics at http://ADDR:PORT/metrics (client and server; mptcp-stats --proxy reads it).")
     var metrics: String?
 
+    @Option(help: "Write the process id here (for `mptcp-proxy reload` and service managers).")
+    var pidFile: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
         }
-        if let loops, !(1...256).contains(loops) { throw ValidationError("--loops must be 1...256") }
+        if let loops, !(1...256).contains(loops) { throw ValidationError("--loops \(loops) is outside 1...256") }
+        guard drainTimeoutMs <= 3_600_000 else { throw ValidationError("--drain-timeout-ms \(drainTimeoutMs) is outside 0...3600000") }
+        try check(handshakeTimeoutMs, "--handshake-timeout-ms", ConnectionTimeouts.handshakeRange)
+        try check(connectTimeoutMs, "--connect-timeout-ms", ConnectionTimeouts.connectRange)
+        try check(idleTimeoutMs, "--idle-timeout-ms", ConnectionTimeouts.idleRange)
         if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
+    }
+
+    private func check(_ value: UInt64?, _ option: String, _ range: ClosedRange<UInt64>) throws {
+        guard let value, !range.contains(value) else { return }
+        throw ValidationError("\(option) \(value) is outside \(range.lowerBound)...\(range.upperBound)")
     }
 
     /// Starts the metrics server of `service` at --metrics, else at the configuration's address.
@@ -53,51 +69,56 @@ struct RuntimeOptions: ParsableArguments {
         return server
     }
 
+    /// Logging that never blocks the thread that logs (NonBlockingLogHandler).
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { name in
-            var handler = StreamLogHandler.standardError(label: name)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { name in NonBlockingLogHandler(label: name, level: level) }
         return Logger(label: label)
     }
 
     func apply(timeouts: inout ConnectionTimeouts, loops: inout Int) {
         if let value = handshakeTimeoutMs { timeouts.handshake = value }
+        if let value = connectTimeoutMs { timeouts.connect = value }
         if let value = idleTimeoutMs { timeouts.idle = value }
         if let value = self.loops { loops = value }
     }
 
-    /// Blocks SIGINT/SIGTERM in every thread (loop threads inherit the mask), starts the
-    /// service, waits for a signal, then drains and stops it.
-    func run(_ service: ProxyService, metrics configured: SocketAddress?) throws {
-        var metricsServer: MetricsServer?
-        try runUntilSignal(start: {
-            try service.start()
-            metricsServer = try startMetrics(service, configured: configured)
-        }, stop: { drain in
-            service.logger.info("stop accepting, drain for up to \(drain) ms")
-            service.shutdown(drainTimeout: drain)
-            metricsServer?.stop()
-        }, logger: service.logger)
-    }
-
-    /// Blocks SIGINT/SIGTERM in every thread (threads started later inherit the mask), starts,
-    /// waits for a signal, then stops.
-    func runUntilSignal(start: () throws -> Void, stop: (UInt64) -> Void, logger: Logger) throws {
+    /// Blocks SIGINT, SIGTERM and SIGHUP in every thread (threads started later inherit the
+    /// mask), starts, then waits: SIGHUP calls `reload`, SIGINT or SIGTERM stops.
+    func runUntilSignal(start: () throws -> Void, reload: () -> Void = {}, stop: (UInt64) -> Void, logger: Logger) throws {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
         raiseOpenFileLimit()
         try start()
-        var received: Int32 = 0
-        sigwait(&signals, &received)
-        logger.info("received \(received == SIGTERM ? "SIGTERM" : "SIGINT")")
-        stop(drainTimeoutMs)
+        if let pidFile { writePidFile(pidFile, logger: logger) }
+        defer { if let pidFile { unlink(pidFile) } }
+        while true {
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            if received == SIGHUP {
+                logger.info("received SIGHUP: reloading")
+                reload()
+                continue
+            }
+            logger.info("received \(received == SIGTERM ? "SIGTERM" : "SIGINT")")
+            stop(drainTimeoutMs)
+            LogSink.standardError.flush()
+            return
+        }
+    }
+
+    private func writePidFile(_ path: String, logger: Logger) {
+        guard let file = fopen(path, "w") else {
+            logger.warning("cannot write the pid file \(path): \(String(cString: strerror(errno)))")
+            return
+        }
+        fputs("\(getpid())\n", file)
+        fclose(file)
     }
 }
 
@@ -106,6 +127,32 @@ func parseAddress(_ text: String, option: String) throws -> SocketAddress {
         return try SocketAddress(parsing: text)
     } catch {
         throw ValidationError("\(option): \(error)")
+    }
+}
+
+/// Loads a key file and says loudly if others than its owner can read it.
+func loadKeys(_ path: String, single: Bool, logger: Logger) throws -> [ClientKey] {
+    if let warning = KeyFile.permissionWarning(path: path) { logger.warning("\(warning)") }
+    return single ? [try KeyFile.loadSingle(path: path)] : try KeyFile.load(path: path)
+}
+
+/// `mptcp-proxy reload`: signals a running server (or client) to re-read its configuration.
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Ask a running mptcp-proxy to re-read its configuration (SIGHUP to the pid in its pid file).")
+
+    @Option(help: "The pid file the running process was started with (--pid-file).")
+    var pidFile: String = "/run/mptcp-proxy/server.pid"
+
+    func run() throws {
+        guard let text = try? readTextFile(pidFile), let pid = Int32(text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? ""), pid > 1 else {
+            throw ValidationError("\(pidFile) does not hold a process id (is the server running with --pid-file \(pidFile)?)")
+        }
+        guard kill(pid, SIGHUP) == 0 else {
+            throw ValidationError("cannot signal process \(pid): \(String(cString: strerror(errno)))")
+        }
+        print("sent SIGHUP to \(pid); the process logs the outcome of the reload")
     }
 }
 
@@ -157,11 +204,11 @@ struct ClientCommand: ParsableCommand {
         if let config {
             configuration = try ClientConfiguration.load(path: config)
         } else {
-            let key = try KeyFile.loadSingle(path: keyFile!)
+            let key = try loadKeys(keyFile!, single: true, logger: logger)[0]
             configuration = ClientConfiguration(forwards: [], upstream: UpstreamEndpoint(server: try parseAddress(server!, option: "--server"), key: key))
         }
         if let server { configuration.upstream.server = try parseAddress(server, option: "--server") }
-        if let keyFile { configuration.upstream.key = try KeyFile.loadSingle(path: keyFile) }
+        if let keyFile { configuration.upstream.key = try loadKeys(keyFile, single: true, logger: logger)[0] }
         if !listen.isEmpty {
             configuration.forwards = try zip(listen, to).map { pair in
                 Forward(listen: try parseAddress(pair.0, option: "--listen"), destination: try parseAddress(pair.1, option: "--to"))
@@ -172,21 +219,26 @@ struct ClientCommand: ParsableCommand {
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
         let service = ProxyClient.makeService(configuration, logger: logger)
-        guard !noPathManager else { return try runtime.run(service, metrics: configuration.metrics) }
-        var pmConfiguration = try paths.configuration()
-        pmConfiguration.namespace = configuration.namespace
-        let manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+        var manager: PathManagerService?
+        if !noPathManager {
+            var pmConfiguration = try paths.configuration()
+            pmConfiguration.namespace = configuration.namespace
+            manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+        }
         var metricsServer: MetricsServer?
         try runtime.runUntilSignal(start: {
-            try manager.start()
+            try manager?.start()
             do {
                 try service.start()
                 metricsServer = try runtime.startMetrics(service, configured: configuration.metrics)
-            } catch { manager.stop(); throw error }
+            } catch { manager?.stop(); throw error }
+        }, reload: {
+            logger.warning("the client does not reload its configuration yet: restart it to apply changes")
         }, stop: { drain in
+            logger.info("stop accepting, drain for up to \(drain) ms")
             service.shutdown(drainTimeout: drain)
             metricsServer?.stop()
-            manager.stop()
+            manager?.stop()
         }, logger: logger)
     }
 }
@@ -198,40 +250,69 @@ struct ServerCommand: ParsableCommand {
 
     @OptionGroup var runtime: RuntimeOptions
 
-    @Option(help: "Configuration file (TOML subset; see docs/configuration.md). Options below override it.")
+    @Option(help: "Configuration file (TOML subset; see docs/configuration.md). Options below override it. SIGHUP re-reads it.")
     var config: String?
 
     @Option(help: "Listen for MPTCP (and plain TCP) on ADDR:PORT (repeatable).")
     var listen: [String] = []
 
-    @Option(help: "File of client keys: one `ID HEXKEY` per line.")
+    @Option(help: "File of client keys: one `ID HEXKEY` per line. SIGHUP re-reads it.")
     var keys: String?
 
     @Flag(help: "Relay for clients that send no cookie. Dangerous: an open proxy.")
     var allowUnauthenticated = false
 
+    @Option(help: "Allow destinations in this network (CIDR) although the built-in rules refuse it, e.g. a private origin (repeatable; before the file's rules).")
+    var allow: [String] = []
+
     func validate() throws {
+        for network in allow {
+            do { _ = try IPNetwork(parsing: network) } catch { throw ValidationError("--allow \(error)") }
+        }
         if config == nil && listen.isEmpty {
             throw ValidationError("give --config FILE, or --listen ADDR:PORT and --keys FILE")
         }
         if config == nil && keys == nil && !allowUnauthenticated {
             throw ValidationError("--keys FILE is required (or --allow-unauthenticated, explicitly)")
         }
+        for address in listen { _ = try parseAddress(address, option: "--listen") }
     }
 
-    func run() throws {
-        let logger = runtime.makeLogger("mptcp-proxy.server")
+    /// The configuration from the file (if any) with the options applied over it.
+    func load(logger: Logger) throws -> ServerConfiguration {
         var configuration: ServerConfiguration
         if let config {
             configuration = try ServerConfiguration.load(path: config)
         } else {
             configuration = ServerConfiguration(listen: [], keys: [])
         }
-        if !listen.isEmpty { configuration.listen = try listen.map { try parseAddress($0, option: "--listen") } }
-        if let keys { configuration.keys = try KeyFile.load(path: keys) }
+        if !listen.isEmpty {
+            configuration.listeners = try listen.map { ServerConfiguration.Listener(address: try parseAddress($0, option: "--listen")) }
+        }
+        if let keys { configuration.keys = try loadKeys(keys, single: false, logger: logger) }
         if allowUnauthenticated { configuration.allowUnauthenticated = true }
+        if !allow.isEmpty {
+            configuration.rules = try allow.map { AccessRule(action: .allow, networks: [try IPNetwork(parsing: $0)], name: "--allow \($0)") }
+                + configuration.rules
+        }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
-        try runtime.run(ProxyServer.makeService(configuration, logger: logger), metrics: configuration.metrics)
+        return configuration
+    }
+
+    func run() throws {
+        let logger = runtime.makeLogger("mptcp-proxy.server")
+        let server = ProxyServer(configuration: try load(logger: logger), logger: logger)
+        var metricsServer: MetricsServer?
+        try runtime.runUntilSignal(start: {
+            try server.start()
+            metricsServer = try runtime.startMetrics(server.service, configured: server.configuration.metrics)
+        }, reload: {
+            server.reload { try load(logger: logger) }
+        }, stop: { drain in
+            logger.info("stop accepting, drain for up to \(drain) ms")
+            server.shutdown(drainTimeout: drain)
+            metricsServer?.stop()
+        }, logger: logger)
     }
 }

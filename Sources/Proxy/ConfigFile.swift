@@ -4,17 +4,20 @@ import DataPlane
 /// error can name the file, line and key:
 ///
 ///     # comment
-///     key = "string" | 123 | true | false
+///     key = "string" | 123 | true | false | ["a", "b"] | [1, 2]
 ///     [table]
 ///     [[array-of-tables]]
 ///
-/// Keys are bare words ([A-Za-z0-9_-]). Unknown keys are errors, not silently ignored.
+/// Keys are bare words ([A-Za-z0-9_-]). Unknown keys are errors, not silently ignored. Lines may
+/// end in CRLF. (Why not a TOML library: docs/decisions/0004.)
 public struct ConfigFile: Sendable {
     public struct Value: Sendable, Equatable {
         public enum Kind: Sendable, Equatable {
             case string(String)
             case integer(Int)
             case boolean(Bool)
+            /// A one-line array of strings or numbers.
+            case array([Kind])
         }
         public var kind: Kind
         public var line: Int
@@ -110,11 +113,23 @@ public struct ConfigFile: Sendable {
     }
 
     private static func parseValue(_ text: String, line: Int, key: String, path: String) throws(ConfigError) -> Value {
+        if text.hasPrefix("[") {
+            guard text.hasSuffix("]") else {
+                throw ConfigError(file: path, line: line, key: key, "array does not end with ] on its line")
+            }
+            var elements: [Value.Kind] = []
+            for item in try splitArray(String(text.dropFirst().dropLast()), line: line, key: key, path: path) {
+                let element = try parseValue(item, line: line, key: key, path: path).kind
+                if case .array = element { throw ConfigError(file: path, line: line, key: key, "arrays do not nest") }
+                elements.append(element)
+            }
+            return Value(kind: .array(elements), line: line)
+        }
         if text == "true" { return Value(kind: .boolean(true), line: line) }
         if text == "false" { return Value(kind: .boolean(false), line: line) }
         if let number = Int(text.replacingUnderscores) { return Value(kind: .integer(number), line: line) }
         guard text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") else {
-            throw ConfigError(file: path, line: line, key: key, "value \(text.isEmpty ? "(empty)" : text) is not a \"string\", number, true or false")
+            throw ConfigError(file: path, line: line, key: key, "value \(text.isEmpty ? "(empty)" : text) is not a \"string\", number, true, false or [array]")
         }
         var result = ""
         var escaped = false
@@ -122,6 +137,7 @@ public struct ConfigFile: Sendable {
             if escaped {
                 switch c {
                 case "n": result.append("\n")
+                case "r": result.append("\r")
                 case "t": result.append("\t")
                 case "\"", "\\": result.append(c)
                 default: throw ConfigError(file: path, line: line, key: key, "unknown escape \\\(c) in string")
@@ -137,6 +153,30 @@ public struct ConfigFile: Sendable {
         }
         if escaped { throw ConfigError(file: path, line: line, key: key, "string ends with a lone backslash") }
         return Value(kind: .string(result), line: line)
+    }
+
+    /// The items of an array's inside, split at commas outside strings; a trailing comma is fine.
+    private static func splitArray(_ text: String, line: Int, key: String, path: String) throws(ConfigError) -> [String] {
+        var items: [String] = []
+        var current = ""
+        var inString = false
+        var escaped = false
+        for c in text {
+            if escaped { escaped = false; current.append(c); continue }
+            if c == "\\" && inString { escaped = true; current.append(c); continue }
+            if c == "\"" { inString.toggle() }
+            if c == "," && !inString {
+                items.append(current.trimmingSpaces)
+                current = ""
+                continue
+            }
+            current.append(c)
+        }
+        if inString { throw ConfigError(file: path, line: line, key: key, "unterminated string in array") }
+        let last = current.trimmingSpaces
+        if !last.isEmpty { items.append(last) }
+        if items.contains(where: \.isEmpty) { throw ConfigError(file: path, line: line, key: key, "empty array element") }
+        return items
     }
 }
 
@@ -166,6 +206,56 @@ public struct ConfigReader {
         guard case .string(let text) = value.kind else { throw located(key, "must be a \"string\"") }
         return text
     }
+
+    /// A string or an array of strings.
+    public func strings(_ key: String) throws(ConfigError) -> [String]? {
+        guard let value = table.values[key] else { return nil }
+        switch value.kind {
+        case .string(let text): return [text]
+        case .array(let elements):
+            var out: [String] = []
+            for element in elements {
+                guard case .string(let text) = element else { throw located(key, "must be a \"string\" or an array of strings") }
+                out.append(text)
+            }
+            return out
+        default:
+            throw located(key, "must be a \"string\" or an array of strings")
+        }
+    }
+
+    /// Each string parsed by `parse`; a failure names the item.
+    public func parsed<T>(_ key: String, _ parse: (String) throws -> T) throws(ConfigError) -> [T]? {
+        guard let items = try strings(key) else { return nil }
+        var out: [T] = []
+        for item in items {
+            do { out.append(try parse(item)) } catch { throw located(key, "\(error)") }
+        }
+        return out
+    }
+
+    /// Numbers, or strings, each turned into a value by `parse` (ports: 5432 or "8000-8080").
+    public func items<T>(_ key: String, _ parse: (String) throws -> T) throws(ConfigError) -> [T]? {
+        guard let value = table.values[key] else { return nil }
+        let elements: [ConfigFile.Value.Kind]
+        if case .array(let all) = value.kind { elements = all } else { elements = [value.kind] }
+        var out: [T] = []
+        for element in elements {
+            let text: String
+            switch element {
+            case .string(let s): text = s
+            case .integer(let n): text = String(n)
+            default: throw located(key, "must be numbers or strings")
+            }
+            do { out.append(try parse(text)) } catch { throw located(key, "\(error)") }
+        }
+        return out
+    }
+
+    /// An error at `key` of this table (for checks that need more than one value).
+    public func error(_ key: String, _ message: String) -> ConfigError { located(key, message) }
+
+    public var location: (file: String, line: Int) { (file.path, table.line) }
 
     public func requiredString(_ key: String) throws(ConfigError) -> String {
         guard let text = try string(key) else {

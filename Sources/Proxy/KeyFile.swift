@@ -37,6 +37,15 @@ public enum KeyFile {
         return keys
     }
 
+    /// A warning when others than the file's owner may read it (the keys are secrets), else nil.
+    public static func permissionWarning(path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let mode = info.st_mode & 0o777
+        guard mode & 0o077 != 0 else { return nil }
+        return "key file \(path) is readable by others than its owner (mode \(String(mode, radix: 8))): chmod 600 \(path)"
+    }
+
     /// Reads a server's key file (one or more keys).
     public static func load(path: String) throws(ConfigError) -> [ClientKey] {
         let keys = try parse(try readTextFile(path), file: path)

@@ -1,11 +1,22 @@
+import ConvertProtocol
+import CoreMetrics
 import DataPlane
+import Prometheus
 import Synchronization
 
-/// What a proxy exports at `/metrics` (Prometheus text): open connections, ended connections
-/// by reason, relayed bytes, and one `mptcp_proxy_connection_info` line per relaying
-/// connection naming its MPTCP socket's addresses, so `mptcp-stats --proxy` can label the
-/// kernel's connections with their destination. Written by the loops, read by the metrics
-/// server's thread.
+// swift-metrics' instruments; Prometheus has types of the same names.
+private typealias Counter = CoreMetrics.Counter
+private typealias Gauge = CoreMetrics.Gauge
+private typealias Meter = CoreMetrics.Meter
+
+/// What a proxy exports at `/metrics`: instrumented with swift-metrics (counters, meters,
+/// gauges) through a Prometheus factory of its own (no process-wide bootstrap: a test process
+/// runs a client and a server side by side), exposed by swift-prometheus' registry.
+///
+/// Every label value is bounded and ours: roles, reason kinds, limit names, configured key ids,
+/// rule and pool names, member addresses — never text a peer chose. Per relaying connection one
+/// `mptcp_proxy_connection_info{local,remote,peer,destination,key} 1` names its MPTCP socket's
+/// addresses, so `mptcp-stats --proxy` can label the kernel's connections with their destination.
 public final class ProxyMetrics: Sendable {
     public struct LiveConnection: Sendable, Equatable {
         public var peer: String
@@ -16,23 +27,30 @@ public final class ProxyMetrics: Sendable {
         public var mptcpRemote: String
     }
 
-    private struct State {
-        var live: [ObjectIdentifier: LiveConnection] = [:]
-        var ended: [String: UInt64] = [:]
-        var bytesUp: UInt64 = 0
-        var bytesDown: UInt64 = 0
-    }
-
     public let role: String
-    private let state = Mutex(State())
-    private let active: ActiveCounter
+    public let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private let handshaking: Meter
+    private let relaying: Meter
+    private let bytesUp: Counter
+    private let bytesDown: Counter
+    private let live = Mutex<[ObjectIdentifier: Gauge]>([:])
     /// Whether anyone serves these metrics: until then relaying connections are not recorded,
     /// so a proxy without /metrics does no per-connection address lookups for them.
     private let exporting = Atomic<Bool>(false)
 
-    init(role: String, active: ActiveCounter) {
+    init(role: String) {
         self.role = role
-        self.active = active
+        factory = PrometheusMetricsFactory(registry: registry)
+        handshaking = Meter(label: "mptcp_proxy_connections", dimensions: [("role", role), ("state", "handshaking")], factory: factory)
+        relaying = Meter(label: "mptcp_proxy_connections", dimensions: [("role", role), ("state", "relaying")], factory: factory)
+        bytesUp = Counter(label: "mptcp_proxy_relayed_bytes_total", dimensions: [("role", role), ("direction", "up")], factory: factory)
+        bytesDown = Counter(label: "mptcp_proxy_relayed_bytes_total", dimensions: [("role", role), ("direction", "down")], factory: factory)
+        // Present from the start, so a scrape sees zeros rather than nothing.
+        handshaking.set(0)
+        relaying.set(0)
+        bytesUp.increment(by: 0)
+        bytesDown.increment(by: 0)
     }
 
     /// Starts recording relaying connections (called when a metrics server starts).
@@ -40,62 +58,83 @@ public final class ProxyMetrics: Sendable {
 
     var isExporting: Bool { exporting.load(ordering: .relaxed) }
 
-    func relayStarted(_ id: ObjectIdentifier, _ connection: LiveConnection) {
-        state.withLock { $0.live[id] = connection }
+    private func count(_ name: String, _ dimensions: [(String, String)], by amount: Int = 1) {
+        Counter(label: name, dimensions: [("role", role)] + dimensions, factory: factory).increment(by: amount)
     }
 
-    func ended(_ id: ObjectIdentifier, _ record: ConnectionRecord) {
-        // The reason's kind, without its details, keeps the label set small.
-        let reason = "\(record.reason)".split(separator: ":").first.map(String.init) ?? "unknown"
-        state.withLock {
-            $0.live[id] = nil
-            $0.ended[reason, default: 0] += 1
-            $0.bytesUp += record.bytesUp
-            $0.bytesDown += record.bytesDown
+    // MARK: connection life
+
+    func handshakeStarted() { handshaking.increment() }
+
+    func relayStarted(_ id: ObjectIdentifier, _ connection: LiveConnection?) {
+        handshaking.decrement()
+        relaying.increment()
+        guard let connection else { return }
+        let gauge = Gauge(label: "mptcp_proxy_connection_info", dimensions: [
+            ("role", role), ("local", connection.mptcpLocal), ("remote", connection.mptcpRemote),
+            ("peer", connection.peer), ("destination", connection.destination), ("key", connection.keyID ?? ""),
+        ], factory: factory)
+        gauge.record(1)
+        live.withLock { $0[id] = gauge }
+    }
+
+    func ended(_ id: ObjectIdentifier, _ record: ConnectionRecord, relayed: Bool) {
+        (relayed ? relaying : handshaking).decrement()
+        if let gauge = live.withLock({ $0.removeValue(forKey: id) }) { gauge.destroy() }
+        let reason = record.reason.kind
+        count("mptcp_proxy_connections_ended_total", [("reason", reason)])
+        if !relayed { count("mptcp_proxy_handshake_failures_total", [("reason", record.reason.failureKind)]) }
+        bytesUp.increment(by: Int(clamping: record.bytesUp))
+        bytesDown.increment(by: Int(clamping: record.bytesDown))
+        if let key = record.keyID {
+            count("mptcp_proxy_key_bytes_total", [("key", key), ("direction", "up")], by: Int(clamping: record.bytesUp))
+            count("mptcp_proxy_key_bytes_total", [("key", key), ("direction", "down")], by: Int(clamping: record.bytesDown))
         }
     }
 
-    public func render() -> String {
-        let snapshot = state.withLock { $0 }
-        let role = label(self.role)
-        var text = """
-            # HELP mptcp_proxy_connections_active Proxied connections open now (handshaking or relaying).
-            # TYPE mptcp_proxy_connections_active gauge
-            mptcp_proxy_connections_active{role="\(role)"} \(active.count)
-            # HELP mptcp_proxy_connections_ended_total Proxied connections ended, by reason.
-            # TYPE mptcp_proxy_connections_ended_total counter
+    // MARK: server policy
 
-            """
-        for (reason, count) in snapshot.ended.sorted(by: { $0.key < $1.key }) {
-            text += "mptcp_proxy_connections_ended_total{role=\"\(role)\",reason=\"\(label(reason))\"} \(count)\n"
-        }
-        text += """
-            # HELP mptcp_proxy_relayed_bytes_total Bytes relayed by ended connections (up: towards the destination).
-            # TYPE mptcp_proxy_relayed_bytes_total counter
-            mptcp_proxy_relayed_bytes_total{role="\(role)",direction="up"} \(snapshot.bytesUp)
-            mptcp_proxy_relayed_bytes_total{role="\(role)",direction="down"} \(snapshot.bytesDown)
-            # HELP mptcp_proxy_connection_info A relaying connection: its MPTCP socket (local, remote), peer and destination.
-            # TYPE mptcp_proxy_connection_info gauge
+    /// An authenticated key got a connection past its limits.
+    func keyAdmitted(_ key: String) { count("mptcp_proxy_key_connections_total", [("key", key)]) }
 
-            """
-        for connection in snapshot.live.values.sorted(by: { $0.mptcpLocal < $1.mptcpLocal }) {
-            text += "mptcp_proxy_connection_info{role=\"\(role)\",local=\"\(label(connection.mptcpLocal))\",remote=\"\(label(connection.mptcpRemote))\","
-                + "peer=\"\(label(connection.peer))\",destination=\"\(label(connection.destination))\",key=\"\(label(connection.keyID ?? ""))\"} 1\n"
-        }
-        return text
+    func refused(rule: String) { count("mptcp_proxy_refusals_total", [("rule", rule)]) }
+
+    func limitHit(_ limit: LimitName) { count("mptcp_proxy_limit_hits_total", [("limit", limit.rawValue)]) }
+
+    func poolMember(_ pool: String, _ member: SocketAddress, up: Bool) {
+        Gauge(label: "mptcp_proxy_pool_member_up", dimensions: [("role", role), ("pool", pool), ("member", member.description)], factory: factory)
+            .record(up ? 1 : 0)
     }
 
-    /// Prometheus label-value escaping: backslash, double quote, newline.
-    private func label(_ value: String) -> String {
-        var escaped = ""
-        for character in value {
-            switch character {
-            case "\\": escaped += "\\\\"
-            case "\"": escaped += "\\\""
-            case "\n": escaped += "\\n"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
+    func reloaded(success: Bool) { count("mptcp_proxy_reloads_total", [("result", success ? "success" : "failure")]) }
+
+    func logLinesDropped(_ count: Int) { self.count("mptcp_proxy_log_lines_suppressed_total", [], by: count) }
+
+    /// The Prometheus text exposition of everything above.
+    public func render() -> String { registry.emitToString() }
+}
+
+extension CloseReason {
+    /// The reason without its details, for a label: a small, fixed set.
+    var kind: String {
+        "\(self)".split(separator: ":").first.map(String.init) ?? "unknown"
     }
+
+    /// Why a handshake failed, as a label: the Convert error for refusals, else the reason kind.
+    var failureKind: String {
+        switch self {
+        case .rejected(let error), .upstreamFailed(let error): return error.code.slug
+        case .refusedByServer(let code): return code.slug
+        default: return kind
+        }
+    }
+}
+
+extension ConvertErrorCode {
+    /// "Not Authorized" → "not-authorized".
+    var slug: String { description.lowercased().replacingSpaces }
+}
+
+extension String {
+    fileprivate var replacingSpaces: String { split(separator: " ").joined(separator: "-") }
 }

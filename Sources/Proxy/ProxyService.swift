@@ -1,6 +1,7 @@
 import DataPlane
 import Glibc
 import Logging
+import Synchronization
 
 /// What a service listens on and what it does with each accepted socket.
 struct ListenerSpec {
@@ -12,25 +13,31 @@ struct ListenerSpec {
 
 /// Loops, listeners and graceful shutdown, shared by the client and the server.
 /// Each loop opens its own SO_REUSEPORT listener per address, so accepted connections stay
-/// on the loop that accepted them and no cross-thread hand-off is needed.
+/// on the loop that accepted them and no cross-thread hand-off is needed. Listeners can be
+/// added and removed while running (a reload); connections already accepted are not touched.
 public final class ProxyService: @unchecked Sendable {
     public let name: String
     public let logger: Logger
     public let active = ActiveCounter()
     public let metrics: ProxyMetrics
-    private let specs: [ListenerSpec]
+    private var specs: [ListenerSpec]
     private let loopCount: Int
     private let namespace: NetworkNamespace?
     private let timeouts: ConnectionTimeouts
     private let onEnd: (@Sendable (ConnectionRecord) -> Void)?
+    private let role: ConnectionRecord.Role
+    private let resolver: NameResolver?
+    private let rejectionLog: RejectionLogLimiter?
     private var group: LoopGroup?
     private var contexts: [ConnectionContext] = []
-    private var listeners: [[Listener]] = []
-
-    private let role: ConnectionRecord.Role
+    /// Per loop, its listeners by address; each set is touched only on its loop's thread.
+    private final class LoopListeners {
+        var byAddress: [SocketAddress: Listener] = [:]
+    }
+    private var listeners: [LoopListeners] = []
 
     init(name: String, role: ConnectionRecord.Role, specs: [ListenerSpec], loops: Int, namespace: NetworkNamespace?, timeouts: ConnectionTimeouts,
-         logger: Logger, onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
+         logger: Logger, resolver: NameResolver? = nil, rejectionLogLinesPerMinute: Int = 20, onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
         self.name = name
         self.role = role
         self.specs = specs
@@ -38,8 +45,10 @@ public final class ProxyService: @unchecked Sendable {
         self.namespace = namespace
         self.timeouts = timeouts
         self.logger = logger
+        self.resolver = resolver
+        self.rejectionLog = RejectionLogLimiter(perMinute: rejectionLogLinesPerMinute)
         self.onEnd = onEnd
-        self.metrics = ProxyMetrics(role: name, active: active)
+        self.metrics = ProxyMetrics(role: name)
     }
 
     /// Starts the loops and opens every listener; throws (having cleaned up) if any fails.
@@ -47,50 +56,83 @@ public final class ProxyService: @unchecked Sendable {
         let group = try LoopGroup(count: loopCount, name: name, namespace: namespace)
         self.group = group
         let table = { [active] in ConnectionTable(counter: active) }
-        contexts = group.loops.map { ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd, role: role) }
+        contexts = group.loops.map {
+            ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd, role: role,
+                              resolver: resolver, rejectionLog: rejectionLog)
+        }
+        listeners = group.loops.map { _ in LoopListeners() }
         do {
-            let contexts = self.contexts
-            let specs = self.specs
-            listeners = try group.onEachLoop { loop -> [Listener] in
-                var opened: [Listener] = []
-                do {
-                    for spec in specs {
-                        opened.append(try Listener(spec: spec, context: contexts[loop.index]))
-                    }
-                } catch {
-                    opened.forEach { $0.close() }
-                    throw error
-                }
-                return opened
-            }
+            try open(specs)
         } catch {
-            _ = try? group.onEachLoop { loop in self.listenersClose(on: loop) }
             group.shutdown()
             self.group = nil
             throw error
         }
-        for spec in specs {
-            logger.info("\(name) listening on \(spec.address) (\(spec.options.mptcp ? "MPTCP" : "TCP"), \(loopCount) loop\(loopCount == 1 ? "" : "s"))")
+        for spec in specs { logListening(spec) }
+    }
+
+    private func logListening(_ spec: ListenerSpec) {
+        logger.info("\(name) listening on \(spec.address) (\(spec.options.mptcp ? "MPTCP" : "TCP"), \(loopCount) loop\(loopCount == 1 ? "" : "s"))")
+    }
+
+    /// Opens `specs` on every loop; if any fails, closes what this call opened and throws.
+    private func open(_ specs: [ListenerSpec]) throws {
+        guard let group else { return }
+        let contexts = self.contexts
+        let results = try group.onEachLoop { loop -> [Result<Listener, Error>] in
+            specs.map { spec in Result { try Listener(spec: spec, context: contexts[loop.index]) } }
         }
+        let failure = results.joined().lazy.compactMap { result -> Error? in
+            if case .failure(let error) = result { return error }
+            return nil
+        }.first
+        let sets = listeners
+        if let failure {
+            _ = try? group.onEachLoop { loop in results[loop.index].forEach { if case .success(let l) = $0 { l.close() } } }
+            throw failure
+        }
+        _ = try group.onEachLoop { loop in
+            for case .success(let listener) in results[loop.index] { sets[loop.index].byAddress[listener.spec.address] = listener }
+        }
+    }
+
+    /// Makes the service listen on exactly `specs` (a reload): new addresses are opened first,
+    /// so a failure leaves everything as it was; then the ones no longer wanted are closed.
+    /// An address kept keeps its listener (and its backlog).
+    func setListeners(_ new: [ListenerSpec]) throws {
+        let current = Set(specs.map(\.address))
+        let wanted = Set(new.map(\.address))
+        let added = new.filter { !current.contains($0.address) }
+        try open(added)
+        let removed = current.subtracting(wanted)
+        if let group, !removed.isEmpty {
+            let sets = listeners
+            _ = try? group.onEachLoop { loop in
+                for address in removed { sets[loop.index].byAddress.removeValue(forKey: address)?.close() }
+            }
+        }
+        for spec in added { logListening(spec) }
+        for address in removed { logger.info("\(name) stopped listening on \(address)") }
+        specs = new
     }
 
     /// The addresses actually bound (a port 0 in the configuration becomes the kernel's choice;
     /// give such services one loop, since each loop binds its own listener).
     public var boundAddresses: [SocketAddress] {
-        listeners.first?.compactMap { $0.socket.localAddress() } ?? []
-    }
-
-    private func listenersClose(on loop: EventLoop) {
-        guard loop.index < listeners.count else { return }
-        listeners[loop.index].forEach { $0.close() }
+        guard let first = listeners.first else { return [] }
+        return specs.compactMap { first.byAddress[$0.address]?.socket.localAddress() }
     }
 
     /// Graceful shutdown: stop accepting, let running connections finish for up to
     /// `drainTimeout` milliseconds, then end the rest and stop the loops.
     public func shutdown(drainTimeout: UInt64) {
         guard let group else { return }
-        _ = try? group.onEachLoop { loop in self.listenersClose(on: loop) }
-        let deadline = monotonicMilliseconds() + drainTimeout
+        let sets = listeners
+        _ = try? group.onEachLoop { loop in
+            sets[loop.index].byAddress.values.forEach { $0.close() }
+            sets[loop.index].byAddress.removeAll()
+        }
+        let deadline = monotonicMilliseconds() &+ drainTimeout
         if active.count > 0 {
             logger.info("\(name) draining \(active.count) connection(s) for up to \(drainTimeout) ms")
         }
@@ -111,6 +153,8 @@ final class Listener: EventHandler {
     let spec: ListenerSpec
     let context: ConnectionContext
     private var closed = false
+    private var backoff: UInt64 = 0
+    private lazy var resume = LoopTimer { [weak self] in self?.acceptAll() }
 
     init(spec: ListenerSpec, context: ConnectionContext) throws {
         self.spec = spec
@@ -125,14 +169,35 @@ final class Listener: EventHandler {
     }
 
     func handleEvents(_ events: UInt32, fd: Int32) {
+        // While paused for descriptors, the timer resumes; the event says nothing new.
+        guard !resume.isArmed else { return }
+        acceptAll()
+    }
+
+    /// Accepts until the backlog is empty. Out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM):
+    /// pause this listener for a backoff that doubles to a second, so the loop neither spins on
+    /// a backlog it cannot serve nor gives up on it; one-off errors of a single connection
+    /// (ECONNABORTED, EPROTO, ...) are skipped.
+    private func acceptAll() {
         while !closed {
             do {
-                guard let accepted = try socket.accept() else { return }
+                guard let accepted = try socket.accept() else {
+                    backoff = 0
+                    return
+                }
+                backoff = 0
                 spec.accept(context, accepted)
             } catch {
-                // EMFILE and friends: the connection waits in the backlog; say why.
-                context.logger.warning("accept on \(spec.address): \(error)")
-                return
+                switch error.errno {
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    backoff = min(max(backoff * 2, 10), 1_000)
+                    context.logger.warning("accept on \(spec.address): \(error); pausing this listener for \(backoff) ms")
+                    context.loop.arm(resume, after: backoff)
+                    return
+                default:
+                    context.logger.debug("accept on \(spec.address): \(error); going on")
+                    continue
+                }
             }
         }
     }
@@ -140,6 +205,7 @@ final class Listener: EventHandler {
     func close() {
         guard !closed else { return }
         closed = true
+        resume.cancel()
         context.loop.deregister(socket.fd)
         socket.close()
     }

@@ -43,7 +43,7 @@ final class ProxyChain {
 
     let testbed: Testbed
     let origin: HashServer
-    let server: ProxyService
+    let server: ProxyServer
     let client: ProxyService
     let serverRecords = RecordLog()
     let clientRecords = RecordLog()
@@ -71,7 +71,10 @@ final class ProxyChain {
         var serverConfig = ServerConfiguration(listen: [try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)")], keys: [ProxyChain.key])
         serverConfig.namespace = testbed.namespace(.vps)
         serverConfig.loops = 2
-        server = ProxyServer.makeService(serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
+        // The testbed's origin has a private address, which the server refuses by default: the
+        // operator of such a VPS opens it, as here.
+        serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24")], name: "testbed origin")]
+        server = ProxyServer(configuration: serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
         var clientConfig = ClientConfiguration(
             forwards: [Forward(listen: try SocketAddress(parsing: "\(Testbed.gatewayLANAddress):\(ProxyChain.forwardPort)"),
                                destination: try SocketAddress(parsing: "\(Testbed.originAddress):\(destinationPort)"))],

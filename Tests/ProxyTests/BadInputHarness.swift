@@ -10,7 +10,7 @@ import Testing
 /// Error TLV (or a close) within the handshake deadline, and never reach a destination.
 final class BadInputHarness {
     let key = ClientKey(id: "gw", secret: Array(repeating: 5, count: 32))
-    let service: ProxyService
+    let server: ProxyServer
     let address: SocketAddress
     let records: RecordCollector
     /// A loopback "origin" that counts connections: nothing unauthenticated may reach it.
@@ -30,17 +30,19 @@ final class BadInputHarness {
         var configuration = ServerConfiguration(listen: [zero], keys: [ClientKey(id: "gw", secret: Array(repeating: 5, count: 32))])
         configuration.loops = 1
         configuration.timeouts = ConnectionTimeouts(handshake: 400, connect: 1_000, idle: 5_000)
+        // The origin is on loopback, which the server refuses by default: allow exactly its port.
+        configuration.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "127.0.0.1")], ports: [PortRange(originAddress.port, originAddress.port)], name: "test origin")]
         var logger = Logger(label: "bad-input")
         logger.logLevel = .critical
         let collector = RecordCollector()
         self.records = collector
-        service = ProxyServer.makeService(configuration, logger: logger, onEnd: { record in collector.append(record) })
-        try service.start()
-        address = service.boundAddresses[0]
+        server = ProxyServer(configuration: configuration, logger: logger, onEnd: { record in collector.append(record) })
+        try server.start()
+        address = server.boundAddresses[0]
     }
 
     func stop() {
-        service.shutdown(drainTimeout: 0)
+        server.shutdown(drainTimeout: 0)
         close(origin)
     }
 

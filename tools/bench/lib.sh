@@ -39,7 +39,7 @@ start_bg() {  # start_bg NS CMD... ; remembers the pid
 start_chain() {
     start_bg origin "$BIN/mptcp-bench" sink --listen 10.20.0.2:5201
     start_bg vps "$BIN/mptcp-bench" sink --listen 10.9.9.9:5202 --mptcp
-    start_bg vps "$BIN/mptcp-proxy" server --listen 10.9.9.9:4443 --keys "$WORK/key" --log-level warning
+    start_bg vps "$BIN/mptcp-proxy" server --listen 10.9.9.9:4443 --keys "$WORK/key" --allow 10.20.0.0/24 --log-level warning
     SERVER_PID=$LAST_PID
     start_bg gw "$BIN/mptcp-proxy" client --listen 10.10.0.1:8080 --to 10.20.0.2:5201 --server 10.9.9.9:4443 --key-file "$WORK/key" --log-level warning --no-path-manager
     CLIENT_PID=$LAST_PID

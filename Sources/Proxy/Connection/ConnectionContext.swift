@@ -43,9 +43,12 @@ final class ConnectionContext {
     /// Server: hold replies on a TCP-Fast-Open-accepted MPTCP socket until the client's key is in.
     let waitForMPTCPKeyBeforeSending: Bool
     let resolver: NameResolver?
+    /// Bounds the lines about connections that did not complete, per source.
+    let rejectionLog: RejectionLogLimiter?
 
     init(loop: EventLoop, table: ConnectionTable, logger: Logger, timeouts: ConnectionTimeouts, metrics: ProxyMetrics,
-         onEnd: (@Sendable (ConnectionRecord) -> Void)?, role: ConnectionRecord.Role, resolver: NameResolver? = nil) {
+         onEnd: (@Sendable (ConnectionRecord) -> Void)?, role: ConnectionRecord.Role, resolver: NameResolver? = nil,
+         rejectionLog: RejectionLogLimiter? = nil) {
         self.loop = loop
         self.table = table
         self.logger = logger
@@ -56,6 +59,7 @@ final class ConnectionContext {
         self.mptcpLeg = role == .client ? .outbound : .inbound
         self.waitForMPTCPKeyBeforeSending = role == .server
         self.resolver = resolver
+        self.rejectionLog = rejectionLog
     }
 }
 

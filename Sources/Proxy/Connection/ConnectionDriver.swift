@@ -27,6 +27,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private var sampledAtFirstEOF = false
     private var drainingReason: CloseReason?
     private(set) var isClosed = false
+    /// Held until the connection ends (its count against the limits, a pool member's count).
+    private var leases: [ConnectionLease]
     private lazy var idleTimer = LoopTimer { [weak self] in self?.idleCheck() }
 
     private var loop: EventLoop { context.loop }
@@ -65,10 +67,13 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var replyRetry: LoopTimer?
         var replyRetryDelay: UInt64 = 1
         var resolving = false
+        /// Held while handshaking only (the source's count of handshakes in progress).
+        var leases: [ConnectionLease]
 
-        init(frontend: F, upstream: U) {
+        init(frontend: F, upstream: U, leases: [ConnectionLease]) {
             self.frontend = frontend
             self.upstream = upstream
+            self.leases = leases
         }
     }
 
@@ -88,14 +93,22 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
     }
 
-    /// - Parameter peer: the accepted socket's peer (read once by whoever built the frontend).
-    init(context: ConnectionContext, inbound socket: Socket, peer: SocketAddress?, frontend: F, upstream: U) {
+    /// - Parameters:
+    ///   - peer: the accepted socket's peer (read once by whoever built the frontend).
+    ///   - refusal: a limit refused the connection at accept; the frontend answers it.
+    ///   - leases: held for the connection's whole life; `handshakeLeases` until it relays.
+    init(context: ConnectionContext, inbound socket: Socket, peer: SocketAddress?, frontend: F, upstream: U,
+         refusal: ConvertProtocolError? = nil, leases: [ConnectionLease] = [], handshakeLeases: [ConnectionLease] = []) {
         self.context = context
         self.inbound = OwnedSocket(socket)
         self.startedAt = context.loop.now
         self.record = ConnectionRecord(role: context.role, peer: peer, destination: "?")
-        self.handshake = Handshake(frontend: frontend, upstream: upstream)
+        self.handshake = Handshake(frontend: frontend, upstream: upstream, leases: handshakeLeases)
+        self.leases = leases
+        self.refusal = refusal
     }
+
+    private let refusal: ConvertProtocolError?
 
     /// Registers the accepted socket, arms the handshake deadline and starts the frontend; a
     /// connection that cannot be registered ends at once (logged).
@@ -108,11 +121,16 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             return
         }
         context.table.add(self)
+        context.metrics.handshakeStarted()
         guard let handshake else { return }
         let deadline = LoopTimer { [weak self] in self?.handshakeDeadlinePassed() }
         handshake.deadline = deadline
         loop.arm(deadline, after: context.timeouts.handshake)
-        run(.frontend(handshake.frontend.start()))
+        if let refusal {
+            run(.frontend(handshake.frontend.refused(refusal)))
+        } else {
+            run(.frontend(handshake.frontend.start()))
+        }
     }
 
     // MARK: the machines' turns
@@ -502,16 +520,19 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
         h.deadline?.cancel()
         h.replyRetry?.cancel()
-        handshake = nil
+        leases += h.upstream.leases
+        record.bytesUp += UInt64(h.upstream.earlyBytesCarried)
+        handshake = nil  // and with it the handshake's leases (the source's handshake count)
         relay = SpliceRelay(client: inbound.socket, server: outbound.socket)
         lastActivity = loop.now
         loop.arm(idleTimer, after: context.timeouts.idle)
+        var live: ProxyMetrics.LiveConnection?
         if context.metrics.isExporting, let leg = socket(context.mptcpLeg)?.socket,
            let local = leg.localAddress(), let remote = leg.peerAddress() {
-            context.metrics.relayStarted(ObjectIdentifier(self), ProxyMetrics.LiveConnection(
-                peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination, keyID: record.keyID,
-                mptcpLocal: "\(local)", mptcpRemote: "\(remote)"))
+            live = ProxyMetrics.LiveConnection(peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination,
+                                               keyID: record.keyID, mptcpLocal: "\(local)", mptcpRemote: "\(remote)")
         }
+        context.metrics.relayStarted(ObjectIdentifier(self), live)
         pumpRelay()
     }
 
@@ -606,6 +627,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             h.resolving = false
         }
         handshake = nil
+        let relayed = relay != nil
         record.reason = reason
         record.durationMilliseconds = loop.now - startedAt
         if let relay {
@@ -622,9 +644,28 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         outbound = nil
         context.table.remove(self)
         let record = self.record
-        context.logger.log(level: reason == .completed ? .info : .notice, "connection end: \(record)")
-        context.metrics.ended(ObjectIdentifier(self), record)
+        logEnd(record)
+        context.metrics.ended(ObjectIdentifier(self), record, relayed: relayed)
+        leases.removeAll()
         context.onEnd?(record)
+    }
+
+    /// One line per connection end. Lines about connections that did not complete are bounded
+    /// per source (a peer must not flood the log by being refused); internal errors are errors.
+    private func logEnd(_ record: ConnectionRecord) {
+        switch record.reason {
+        case .completed:
+            context.logger.info("connection end: \(record)")
+        case .internalError:
+            context.logger.error("connection end: \(record)")
+        default:
+            guard let limiter = context.rejectionLog else {
+                context.logger.notice("connection end: \(record)")
+                return
+            }
+            guard let earlier = limiter.admit(record.peer?.address, nowMilliseconds: loop.now) else { return }
+            context.logger.notice("connection end: \(record)\(earlier > 0 ? " (\(earlier) similar lines from this source suppressed)" : "")")
+        }
     }
 
     /// After an error reply: discard what the client still sends until its EOF.

@@ -70,6 +70,9 @@ public enum FrontendStep: Equatable, Sendable {
 /// tells the peer how reaching it went. Pure: no sockets, no clocks but those passed in.
 public protocol Frontend {
     mutating func start() -> FrontendStep
+    /// Instead of `start`: the connection is refused before its handshake (a limit), and the
+    /// frontend says so in its protocol.
+    mutating func refused(_ failure: ConvertProtocolError) -> FrontendStep
     /// Bytes from the inbound socket after a `.read` (at most what it asked) or a `.peek`.
     mutating func received(_ bytes: [UInt8]) -> FrontendStep
     /// The peer closed before the handshake was complete.
@@ -144,4 +147,14 @@ public protocol Upstream {
     mutating func sent(_ side: Side) -> UpstreamStep
     mutating func dialed(_ outcome: DialOutcome) -> UpstreamStep
     mutating func resolved(_ addresses: [IPAddress], error: String?) -> UpstreamStep
+    /// What the connection must hold until it ends (a pool member's count, a key's slot).
+    var leases: [ConnectionLease] { get }
+    /// Stream bytes from the inbound side that the upstream carried itself (the LAN host's
+    /// first bytes sent with the request), counted with the relay's.
+    var earlyBytesCarried: Int { get }
+}
+
+extension Upstream {
+    public var leases: [ConnectionLease] { [] }
+    public var earlyBytesCarried: Int { 0 }
 }

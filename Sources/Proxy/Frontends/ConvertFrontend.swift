@@ -39,6 +39,12 @@ public struct ConvertFrontend: Frontend {
     /// What to read first: the fixed header.
     public mutating func start() -> FrontendStep { .read(upTo: reader.bytesNeeded) }
 
+    /// A limit refused the connection at accept: the Error TLV goes out before reading anything.
+    public mutating func refused(_ failure: ConvertProtocolError) -> FrontendStep {
+        guard state == .readingRequest else { return impossible("refused") }
+        return reject(failure)
+    }
+
     public mutating func received(_ bytes: [UInt8]) -> FrontendStep {
         guard state == .readingRequest else { return impossible("\(bytes.count) bytes received") }
         do {

@@ -20,6 +20,11 @@ public struct FixedDestinationFrontend: Frontend {
 
     public mutating func start() -> FrontendStep { .connect(request) }
 
+    public mutating func refused(_ failure: ConvertProtocolError) -> FrontendStep {
+        state = .closed
+        return .close(.rejected(failure), .reset)
+    }
+
     public mutating func upstreamConnected() -> FrontendStep {
         guard state == .connecting else { return impossible("upstream connected") }
         state = .relaying

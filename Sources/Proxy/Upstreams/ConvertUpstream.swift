@@ -45,6 +45,7 @@ public struct ConvertUpstream: Upstream {
     }
 
     public private(set) var state: State = .idle
+    public private(set) var earlyBytesCarried = 0
     private let endpoint: UpstreamEndpoint
     private let connectTimeout: UInt64
     private var request: ConnectRequest?
@@ -84,6 +85,7 @@ public struct ConvertUpstream: Upstream {
             return .failed(error)
         }
         state = .connecting
+        earlyBytesCarried = earlyData.count
         return .dial(DialPlan(candidates: [endpoint.server], mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
                               initialData: signed + earlyData, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
                               timeout: connectTimeout))
