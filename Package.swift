@@ -69,7 +69,7 @@ let package = Package(
         ]),
         // Helpers shared by the end-to-end tests and the benchmarks: testbed, traffic, checksums.
         .target(name: "TestSupport", dependencies: [
-            "DataPlane", "MPTCPKernel",
+            "DataPlane", "MPTCPKernel", "ProxyProtocols",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "BenchTool", dependencies: [
@@ -80,7 +80,7 @@ let package = Package(
         // Coverage-guided fuzz target (libFuzzer with -DFUZZING; a corpus replayer otherwise): tools/fuzz.
         .executableTarget(name: "ConvertFuzzTarget", dependencies: ["ConvertProtocol", "Fuzzing"], path: "tools/fuzz/ConvertFuzzTarget"),
         .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol", "NetworkTypes", "Fuzzing", "TestSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane", "ProxyProtocols", "TestSupport"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
         .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "EndToEndTests", dependencies: [

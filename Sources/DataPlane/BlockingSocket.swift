@@ -5,9 +5,19 @@ import Glibc
 /// /metrics.
 public enum BlockingSocket {
     /// A connected TCP socket whose sends and receives give up after `timeoutSeconds`.
-    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10) throws(SystemError) -> Int32 {
+    /// A connected TCP socket whose sends and receives give up after `timeoutSeconds`, from
+    /// `source` when given (e.g. another loopback address).
+    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10, from source: IPAddress? = nil) throws(SystemError) -> Int32 {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        if let source {
+            let local = SocketAddress(source, port: 0)
+            guard local.withSockAddr({ bind(fd, $0, $1) }) == 0 else {
+                let error = errno
+                close(fd)
+                throw SystemError("bind(\(source))", errno: error)
+            }
+        }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

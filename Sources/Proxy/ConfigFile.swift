@@ -42,7 +42,7 @@ public struct ConfigFile: Sendable {
         self.path = path
         root = Table(name: "", line: 0)
         var current: (kind: Int, name: String) = (0, "")  // 0 root, 1 table, 2 array element
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, rawLine) in text.textLines.enumerated() {
             let number = index + 1
             let line = Self.stripComment(String(rawLine)).trimmingSpaces
             if line.isEmpty { continue }
@@ -293,6 +293,12 @@ public struct ConfigReader {
 }
 
 extension String {
+    /// The lines of a text file, ended by LF or CRLF. (In Swift "\r\n" is one Character, so
+    /// splitting on "\n" alone leaves a CRLF file in one piece.)
+    var textLines: [Substring] {
+        split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+    }
+
     var trimmingSpaces: String {
         var slice = Substring(self)
         while let first = slice.first, first == " " || first == "\t" || first == "\r" { slice.removeFirst() }

@@ -2,6 +2,7 @@ import Crypto
 import DataPlane
 import Foundation
 import Glibc
+import ProxyProtocols
 
 /// Deterministic bytes: both ends of a transfer generate the same stream from a seed, so the
 /// receiver can check every byte without the sender shipping a copy.
@@ -121,11 +122,32 @@ public final class HashServer: @unchecked Sendable {
     private let lock = NSLock()
     private var workers: [OSThread] = []
     private var stopped = false
+    private var headers: [ProxyProtocolV2.Header] = []
+    private let readsProxyHeader: Bool
     public private(set) var connections = 0
+    /// Where it listens (the kernel's port when asked for port 0).
+    public let address: SocketAddress
 
-    public init(namespace: NetworkNamespace?, address: SocketAddress, mptcp: Bool = false) throws {
-        listenFD = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address, mptcp: mptcp) }
+    /// - Parameter proxyHeader: every connection starts with a PROXY v2 header (kept in `proxyHeaders`).
+    public init(namespace: NetworkNamespace?, address: SocketAddress, mptcp: Bool = false, proxyHeader: Bool = false) throws {
+        let fd = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address, mptcp: mptcp) }
+        listenFD = fd
+        self.address = Socket(fd: fd).localAddress() ?? address
+        readsProxyHeader = proxyHeader
         acceptThread = OSThread(name: "hash-accept") { [self] in acceptLoop() }
+    }
+
+    /// The PROXY v2 headers received so far, in order.
+    public var proxyHeaders: [ProxyProtocolV2.Header] {
+        lock.lock()
+        defer { lock.unlock() }
+        return headers
+    }
+
+    public var connectionCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return connections
     }
 
     private func acceptLoop() {
@@ -138,7 +160,20 @@ public final class HashServer: @unchecked Sendable {
             lock.lock()
             if stopped { lock.unlock(); close(fd); return }
             connections += 1
-            workers.append(OSThread(name: "hash-conn") { HashServer.serve(fd) })
+            let proxyHeader = readsProxyHeader
+            workers.append(OSThread(name: "hash-conn") { [self] in
+                if proxyHeader {
+                    // The signature, version and length, then the addresses.
+                    guard let head = try? BlockingSocket.readExactly(fd, 16) else { close(fd); return }
+                    let rest = Int(head[14]) << 8 | Int(head[15])
+                    guard rest <= 216, let body = try? BlockingSocket.readExactly(fd, rest),
+                          let (header, _) = try? ProxyProtocolV2.decode(head + body) else { close(fd); return }
+                    lock.lock()
+                    headers.append(header)
+                    lock.unlock()
+                }
+                HashServer.serve(fd)
+            })
             lock.unlock()
         }
     }
@@ -220,8 +255,8 @@ public final class HashServer: @unchecked Sendable {
     /// One checked transfer: upload `upload` pattern bytes, half-close, then read and verify
     /// the digest of the upload and `download` pattern bytes.
     public static func transfer(to address: SocketAddress, upload: Int, download: Int, seed: UInt64,
-                                timeoutSeconds: Int = 60) throws -> TransferResult {
-        let fd = try BlockingSocket.connect(to: address, timeoutSeconds: timeoutSeconds)
+                                timeoutSeconds: Int = 60, from source: IPAddress? = nil) throws -> TransferResult {
+        let fd = try BlockingSocket.connect(to: address, timeoutSeconds: timeoutSeconds, from: source)
         defer { close(fd) }
         var header = [UInt8](repeating: 0, count: 16)
         for i in 0..<8 {

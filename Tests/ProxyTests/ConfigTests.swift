@@ -85,6 +85,91 @@ struct ConfigTests {
         #expect(open.allowUnauthenticated)
     }
 
+    @Test("server configuration: rules, limits, pools, listeners and key pools, CRLF line ends")
+    func serverPolicyConfig() throws {
+        let keys = temporaryFile("policy.keys", "gw-1 \(goodKey)\r\ngw-2 \(goodKey)\r\n")
+        let path = temporaryFile("policy.toml", [
+            "listen = [\"0.0.0.0:4443\", \"[::]:4443\"]",
+            "keys = \"\(keys)\"",
+            "max-connections = 2_000",
+            "max-connections-per-key = 300",
+            "max-handshakes-per-source = 32",
+            "new-connections-per-source-per-s = 50",
+            "max-future-skew-s = 2",
+            "default-action = \"deny\"",
+            "[[rule]]",
+            "action = \"allow\"",
+            "to = [\"10.0.5.0/24\", \"fd00::/8\"]",
+            "ports = [5432, \"8000-8080\"]",
+            "keys = [\"gw-1\"]",
+            "proxy-protocol = true",
+            "[[rule]]",
+            "action = \"allow\"",
+            "name = \"web\"",
+            "ports = [80, 443]",
+            "[[pool]]",
+            "name = \"api\"",
+            "members = [\"10.0.6.1:80\", \"10.0.6.2:80\"]",
+            "balance = \"least-connections\"",
+            "check-interval-ms = 500",
+            "check-send = \"GET /health HTTP/1.0\\r\\n\\r\\n\"",
+            "check-expect = \"200\"",
+            "[[listener]]",
+            "listen = \"0.0.0.0:4444\"",
+            "pool = \"api\"",
+            "[[key-pool]]",
+            "key = \"gw-2\"",
+            "pool = \"api\"",
+        ].joined(separator: "\r\n") + "\r\n")
+        let config = try ServerConfiguration.load(path: path)
+        #expect(config.listen.map(\.description) == ["0.0.0.0:4443", "[::]:4443", "0.0.0.0:4444"])
+        #expect(config.listeners[2].pool == "api")
+        #expect(config.limits.maxConnections == 2_000 && config.limits.maxConnectionsPerKey == 300)
+        #expect(config.limits.maxHandshakesPerSource == 32 && config.limits.newConnectionsPerSourcePerSecond == 50)
+        #expect(config.maximumFutureSkew == 2 && config.defaultAction == .deny)
+        #expect(config.rules.count == 2)
+        #expect(config.rules[0].networks.map(\.description) == ["10.0.5.0/24", "fd00::/8"])
+        #expect(config.rules[0].ports == [PortRange(5432, 5432), PortRange(8000, 8080)])
+        #expect(config.rules[0].keys == ["gw-1"] && config.rules[0].proxyProtocol)
+        #expect(config.rules[0].name.hasPrefix("rule 1 (policy.toml:9)"))
+        #expect(config.rules[1].name == "web")
+        #expect(config.pools == [.init(name: "api", members: [try SocketAddress(parsing: "10.0.6.1:80"), try SocketAddress(parsing: "10.0.6.2:80")],
+                                       balance: .leastConnections, health: { var h = HealthCheckSettings(); h.interval = 500
+                                           h.send = Array("GET /health HTTP/1.0\r\n\r\n".utf8); h.expect = Array("200".utf8); return h }())])
+        #expect(config.keyPools == ["gw-2": "api"])
+
+        let base = "listen = \"0.0.0.0:4443\"\nkeys = \"\(keys)\"\n"
+        let cases: [(String, String)] = [
+            (base + "[[rule]]\naction = \"maybe\"\n", ":4: action: must be \"allow\" or \"deny\""),
+            (base + "[[rule]]\naction = \"allow\"\nto = [\"10.0.5.1/24\"]\n", ":5: to: \"10.0.5.1/24\": host bits are set"),
+            (base + "[[rule]]\naction = \"deny\"\nports = [\"90-80\"]\n", ":5: ports: \"90-80\": the range runs backwards"),
+            (base + "[[rule]]\naction = \"deny\"\nkeys = [\"nobody\"]\n", ":5: keys: \"nobody\" is not a key id"),
+            (base + "[[listener]]\nlisten = \"0.0.0.0:1\"\npool = \"none\"\n", ":5: pool: no [[pool]] is named \"none\""),
+            (base + "[[pool]]\nname = \"p\"\n", ":3: members: a pool needs at least one member"),
+            (base + "[[pool]]\nname = \"p\"\nmembers = [\"1.2.3.4:5\"]\nbalance = \"random\"\n", ":6: balance: must be one of round-robin"),
+            (base + "[[key-pool]]\nkey = \"gw-9\"\npool = \"p\"\n", ":4: key: \"gw-9\" is not a key id"),
+            (base + "max-connections = 0\n", ":3: max-connections: 0 is outside 1...1000000"),
+            (base + "idle-timeout-ms = 0\n", ":3: idle-timeout-ms: 0 is outside 1000...86400000"),
+            (base + "listen2 = [1, [2]]\n", ":3: listen2: arrays do not nest"),
+            (base + "default-action = \"drop\"\n", ":3: default-action: must be"),
+        ]
+        for (index, (text, expected)) in cases.enumerated() {
+            let bad = temporaryFile("bad-server\(index).toml", text)
+            #expect { try ServerConfiguration.load(path: bad) } throws: { error in
+                "\(error)".hasPrefix(bad) && "\(error)".contains(expected)
+            }
+        }
+    }
+
+    @Test("a key file readable by others is a loud warning")
+    func keyFilePermissions() {
+        let path = temporaryFile("loose.key", "gw1 \(goodKey)\n")
+        chmod(path, 0o644)
+        #expect(KeyFile.permissionWarning(path: path)?.contains("chmod 600") == true)
+        chmod(path, 0o600)
+        #expect(KeyFile.permissionWarning(path: path) == nil)
+    }
+
     @Test("addresses parse and reject with a reason")
     func addresses() throws {
         #expect(try SocketAddress(parsing: "10.0.0.1:80").description == "10.0.0.1:80")

@@ -17,7 +17,7 @@ public final class ServerPolicy: Sendable {
     /// Limits; the counters live across reloads in `admission`.
     public let limits: ServerLimits
     let admission: AdmissionControl
-    let hostAddresses: HostAddresses
+    public let hostAddresses: HostAddresses
     let metrics: ProxyMetrics
 
     init(authenticator: ConvertAuthenticator, access: AccessPolicy, pools: [String: UpstreamPool], keyPools: [String: String],
