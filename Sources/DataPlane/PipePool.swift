@@ -14,15 +14,26 @@ public struct Pipe {
 public final class PipePool {
     public let pipeSize: Int
     public let maximumIdle: Int
+    /// Most pipes lent at once: with the pipe size, a bound on the memory relays can pin in
+    /// pipes on this loop. Past it (or when the kernel has no descriptors or memory for one),
+    /// `take` fails with EAGAIN-like errors and relays wait for a pipe instead of failing.
+    public var maximumLent: Int
     private var idle: [Pipe] = []
     public private(set) var lent = 0
 
-    public init(pipeSize: Int, maximumIdle: Int = 64) {
+    public init(pipeSize: Int, maximumIdle: Int = 64, maximumLent: Int = .max) {
         self.pipeSize = pipeSize
         self.maximumIdle = maximumIdle
+        self.maximumLent = maximumLent
+    }
+
+    /// Whether a failed `take` means "no pipe now, try later" rather than a broken relay.
+    public static func isShortage(_ error: SystemError) -> Bool {
+        [EMFILE, ENFILE, ENOMEM, ENOBUFS, EAGAIN].contains(error.errno)
     }
 
     public func take() throws(SystemError) -> Pipe {
+        guard lent < maximumLent else { throw SystemError("pipe (\(lent) of \(maximumLent) lent)", errno: EAGAIN) }
         lent += 1
         if let pipe = idle.popLast() { return pipe }
         var fds: [Int32] = [0, 0]

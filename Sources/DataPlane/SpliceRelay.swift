@@ -10,6 +10,8 @@ public struct SpliceDirection {
     public private(set) var bytesDelivered: UInt64 = 0
     public private(set) var sourceClosed = false
     public private(set) var finished = false
+    /// The last pump wanted a pipe and none could be had: the bytes wait in the source socket.
+    public private(set) var starved = false
     private var pipe: Pipe?
     private var buffered = 0
 
@@ -25,6 +27,7 @@ public struct SpliceDirection {
     public mutating func pump(pipes: PipePool, budget: Int) throws(SystemError) -> Int {
         var work = 0
         let flags = MPX_SPLICE_F_MOVE | MPX_SPLICE_F_NONBLOCK
+        starved = false
         while !finished && work < budget {
             var moved = false
             if let pipe, buffered > 0 {
@@ -35,7 +38,16 @@ public struct SpliceDirection {
                 }
             }
             if !sourceClosed {
-                if pipe == nil { pipe = try pipes.take() }
+                if pipe == nil {
+                    do {
+                        pipe = try pipes.take()
+                    } catch where PipePool.isShortage(error) {
+                        // Out of pipes (descriptors, memory, or the pool's cap): leave the bytes
+                        // in the socket, where they hold back the sender, and try again later.
+                        starved = true
+                        break
+                    }
+                }
                 let room = pipe!.capacity - buffered
                 if room > 0 {
                     switch try nonBlockingIO("splice(socket→pipe)", { mpx_splice(source.fd, pipe!.writeFD, room, flags | MPX_SPLICE_F_MORE) }) {
@@ -87,6 +99,9 @@ public struct SpliceRelay {
     public enum Progress: Equatable {
         /// Both sides would block; wait for the next event.
         case waiting
+        /// A direction needs a pipe and none could be had: try again after a pause (no event
+        /// will come: the bytes are already waiting).
+        case starved
         /// The budget ran out with work left: run again soon, after other connections.
         case yielded
         /// Both directions delivered their EOF.
@@ -100,7 +115,8 @@ public struct SpliceRelay {
         let down = try downstream.pump(pipes: pipes, budget: budget)
         if upstream.finished && downstream.finished { return (.finished, true) }
         let yielded = (up >= budget && !upstream.finished) || (down >= budget && !downstream.finished)
-        return (yielded ? .yielded : .waiting, up + down > 0)
+        if yielded { return (.yielded, true) }
+        return (upstream.starved || downstream.starved ? .starved : .waiting, up + down > 0)
     }
 
     public mutating func release(pipes: PipePool) {

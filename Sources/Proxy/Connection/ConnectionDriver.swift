@@ -24,6 +24,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private let startedAt: UInt64
     private var lastActivity: UInt64 = 0
     private var relayScheduled = false
+    private var starvedRetry: UInt64 = 0
+    private lazy var starvedTimer = LoopTimer { [weak self] in self?.pumpRelay() }
     private var sampledAtFirstEOF = false
     private var drainingReason: CloseReason?
     private(set) var isClosed = false
@@ -561,7 +563,13 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                     }
                 }
             case .waiting:
-                break
+                starvedRetry = 0
+            case .starved:
+                // No pipe could be had: the bytes wait in the socket (holding back the sender);
+                // try again after a pause that grows to half a second, never give up.
+                if starvedRetry == 0 { context.logger.warning("connection \(record.peer.map { "\($0)" } ?? "?") -> \(record.destination): no pipe available, relaying waits") }
+                starvedRetry = min(max(starvedRetry * 2, 5), 500)
+                loop.arm(starvedTimer, after: starvedRetry)
             }
         } catch {
             relay = current
@@ -620,6 +628,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
         isClosed = true
         idleTimer.cancel()
+        starvedTimer.cancel()
         if let h = handshake {
             if h.dial != nil { endDial(h, winner: nil) }
             h.deadline?.cancel()
