@@ -1,0 +1,118 @@
+import ConvertProtocol
+import DataPlane
+import Foundation
+import Glibc
+import TestSupport
+import Testing
+
+/// The real `mptcp-proxy` binary: what only its wiring does (signals, the pid file, the reload
+/// command, option checks).
+@Suite("mptcp-proxy on the command line", .serialized)
+struct CommandLineTests {
+    static let binary = Testbed.repositoryRoot + "/.build/debug/mptcp-proxy"
+
+    func write(_ path: String, _ text: String, mode: mode_t = 0o600) {
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        chmod(path, mode)
+    }
+
+    @Test("SIGHUP through `mptcp-proxy reload`: a revoked key is refused at once; a broken file is refused and the old one keeps serving")
+    func reloadThroughThePidFile() throws {
+        let directory = "/tmp/mptcp-proxy-cli-\(getpid())"
+        mkdir(directory, 0o700)
+        defer { _ = try? Testbed.run(["rm", "-rf", directory]) }
+        let keyA = ClientKey(id: "gw-a", secret: Array(repeating: 1, count: 32))
+        let keyB = ClientKey(id: "gw-b", secret: Array(repeating: 2, count: 32))
+        let line = { (id: String, byte: UInt8) in "\(id) " + String(repeating: String(format: "%02x", byte), count: 32) }
+        write("\(directory)/keys", line("gw-a", 1) + "\n" + line("gw-b", 2) + "\n")
+        let port = UInt16(20_000 + getpid() % 20_000)
+        let config = "listen = \"127.0.0.1:\(port)\"\nkeys = \"keys\"\nloops = 1\n"
+        write("\(directory)/server.toml", config)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["server", "--config", "\(directory)/server.toml", "--pid-file", "\(directory)/server.pid", "--log-level", "notice"]
+        let log = Foundation.Pipe()
+        process.standardError = log
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let server = SocketAddress(.v4([127, 0, 0, 1]), port: port)
+        #expect(waitFor { FileManager.default.fileExists(atPath: "\(directory)/server.pid") })
+        // A refused destination is the cheapest exchange that proves the key was accepted.
+        let probe = SocketAddress(.v4([127, 0, 0, 1]), port: 1)
+        func code(_ key: ClientKey) throws -> ConvertErrorCode? {
+            let fd = try BlockingSocket.connect(to: server, timeoutSeconds: 3)
+            defer { close(fd) }
+            let request = try ConvertMessage.signedRequest(to: probe, key: key, timestamp: unixMilliseconds())
+            try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+            shutdown(fd, Int32(SHUT_WR))
+            var reply: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 { break }
+                reply += buffer[0..<n]
+            }
+            return (try? ConvertMessage.decode(reply))?.message.error?.0
+        }
+        #expect(waitFor { (try? code(keyB)) == .notAuthorized })   // known key: refused only by the rule on 127.0.0.1
+        let stillKnown = try readLog(log)
+        #expect(stillKnown.contains("refused by rule"))
+
+        write("\(directory)/keys", line("gw-a", 1) + "\n")
+        try Testbed.run([Self.binary, "reload", "--pid-file", "\(directory)/server.pid"])
+        #expect(waitFor { (try? readLogText(log, accumulate: true).contains("reloaded: 1 key(s)")) == true })
+        #expect(try code(keyB) == .notAuthorized)
+        #expect(try readLogText(log, accumulate: true).contains("unknown key id \"gw-b\""))
+        #expect(try code(keyA) == .notAuthorized)   // gw-a still served (refused only by the rule)
+
+        write("\(directory)/server.toml", config + "max-connections = 0\n")
+        try Testbed.run([Self.binary, "reload", "--pid-file", "\(directory)/server.pid"])
+        #expect(waitFor { (try? readLogText(log, accumulate: true).contains("reload refused, the running configuration stays: \(directory)/server.toml:4: max-connections: 0 is outside")) == true })
+        #expect(process.isRunning)
+        #expect(try code(keyA) == .notAuthorized)
+    }
+
+    @Test("options are range-checked like the file: a zero idle timeout is an error, not a relay that ends at once")
+    func optionRanges() {
+        for (option, value, message) in [("--idle-timeout-ms", "0", "--idle-timeout-ms 0 is outside 1000...86400000"),
+                                         ("--handshake-timeout-ms", "5", "--handshake-timeout-ms 5 is outside 100...600000"),
+                                         ("--drain-timeout-ms", "99999999999", "--drain-timeout-ms 99999999999 is outside"),
+                                         ("--loops", "0", "--loops 0 is outside 1...256")] {
+            do {
+                try Testbed.run([Self.binary, "server", "--listen", "127.0.0.1:1", "--allow-unauthenticated", option, value])
+                Issue.record("\(option) \(value) was accepted")
+            } catch {
+                #expect("\(error)".contains(message), "\(option): \(error)")
+            }
+        }
+    }
+
+    private let accumulated = Shared("")
+
+    private func readLog(_ pipe: Foundation.Pipe) throws -> String { try readLogText(pipe, accumulate: true) }
+
+    /// What the process has logged so far (non-blocking).
+    private func readLogText(_ pipe: Foundation.Pipe, accumulate: Bool) throws -> String {
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            let text = String(decoding: buffer[0..<n], as: UTF8.self)
+            accumulated.update { $0 += text }
+        }
+        return accumulated.value
+    }
+
+    private func waitFor(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<300 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+}
