@@ -84,6 +84,28 @@ struct RelayTests {
         }
     }
 
+    @Test("a reply that must wait for the client's MPTCP key goes out when the handshake completes (event-driven)")
+    func replyWaitsForTheKey() throws {
+        try withChain { chain in
+            // Warm up: this connection fetches the TFO cookie, so the next request rides in the SYN.
+            _ = try chain.transfer(upload: 100, download: 100, seed: 1)
+            // Drop the gateway's next bare ACK to the server: the server accepts at the SYN (TFO)
+            // without the client's key, which then arrives only with the retransmitted handshake.
+            try chain.testbed.exec(.gw, ["nft", "add table inet mpxackdrop; add chain inet mpxackdrop out { type filter hook output priority 0; }; "
+                + "add rule inet mpxackdrop out tcp dport \(ProxyChain.serverPort) tcp flags == ack meta length < 120 limit rate 1/hour burst 1 packets counter drop"])
+            let started = monotonicMilliseconds()
+            let result = try chain.transfer(upload: 2_000, download: 3_000, seed: 2)
+            let elapsed = monotonicMilliseconds() - started
+            #expect(result.downloaded == 3_000)
+            let counter = try chain.testbed.exec(.gw, ["nft", "list", "table", "inet", "mpxackdrop"])
+            #expect(counter.contains("packets 1 "), "the ACK was not dropped: \(counter)")
+            // The SYN-ACK is retransmitted after about a second; the reply follows at once,
+            // long before the 5 s handshake deadline.
+            #expect(elapsed < 2_500, "took \(elapsed) ms")
+            print("reply held for the key: transfer done after \(elapsed) ms")
+        }
+    }
+
     @Test("200 concurrent connections, each checked both ways")
     func manyConcurrentConnections() throws {
         try withChain(rates: .init(wifi: "400mbit", eth: "300mbit", cell: "200mbit")) { chain in

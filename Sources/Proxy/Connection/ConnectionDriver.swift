@@ -66,8 +66,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var lastPeek = 0
         var dial: DialState?
         var deadline: LoopTimer?
-        var replyRetry: LoopTimer?
-        var replyRetryDelay: UInt64 = 1
+        /// A send on the inbound socket waits for the client's MPTCP key (see `peerKeyReceived`).
+        var awaitingPeerKey = false
         var resolving = false
         /// Held while handshaking only (the source's count of handshakes in progress).
         var leases: [ConnectionLease]
@@ -265,9 +265,11 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func flush(_ side: Side, _ h: Handshake) -> Next {
         guard let socket = socket(side) else { return .wait }
         if side == .inbound, context.waitForMPTCPKeyBeforeSending, !h.inboundSend.isEmpty, !peerKeyReceived() {
-            deferInboundSend(h)
+            // The socket's next epoll event is the handshake completing (see peerKeyReceived).
+            h.awaitingPeerKey = true
             return .wait
         }
+        if side == .inbound { h.awaitingPeerKey = false }
         var buffer = side == .inbound ? h.inboundSend : h.outboundSend
         defer { if side == .inbound { h.inboundSend = buffer } else { h.outboundSend = buffer } }
         while !buffer.isEmpty {
@@ -308,21 +310,15 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
 
     /// Whether the MPTCP handshake of the inbound socket has finished (the client's key arrived
     /// with its third ACK). Measured on Linux 6.18: a reply written to a TCP-Fast-Open-accepted
-    /// MPTCP socket before that sat in the send queue and was never transmitted. Sockets
-    /// accepted without TFO, and plain TCP ones, are established at accept already.
+    /// MPTCP socket before that sat in the send queue and was never transmitted. The key is
+    /// usually there already when the reply is ready (the third ACK beats the connect to the
+    /// destination); when it is not, the wait is event-driven: the kernel wakes the socket when
+    /// the handshake completes, which edge-triggered epoll reports as a new EPOLLOUT edge, and
+    /// the send is retried then (docs/decisions/0006, with the reproducer). One getsockopt:
+    /// MPTCP_INFO fails on plain TCP sockets, which are established at accept.
     private func peerKeyReceived() -> Bool {
-        guard inbound.socket.transportProtocol() == MPX_IPPROTO_MPTCP, let info = inbound.socket.mptcpInfo() else { return true }
+        guard let info = inbound.socket.mptcpInfo() else { return true }
         return info.remoteKeyReceived || info.fallback
-    }
-
-    private func deferInboundSend(_ h: Handshake) {
-        let timer = h.replyRetry ?? LoopTimer { [weak self] in
-            guard let self, !isClosed, let h = handshake else { return }
-            run(flush(.inbound, h))
-        }
-        h.replyRetry = timer
-        loop.arm(timer, after: h.replyRetryDelay)
-        h.replyRetryDelay = min(h.replyRetryDelay * 2, 50)
     }
 
     // MARK: dialling
@@ -502,7 +498,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
         let side: Side = fd == inbound.fd ? .inbound : .outbound
         let sendBuffer = side == .inbound ? h.inboundSend : h.outboundSend
-        if !sendBuffer.isEmpty, events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 {
+        // A send waiting for the MPTCP key retries on any event of the inbound socket: the
+        // handshake completing is one (EPOLLOUT), so is the client closing or resetting.
+        if !sendBuffer.isEmpty, events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 || (side == .inbound && h.awaitingPeerKey) {
             run(flush(side, h))
         }
         guard !isClosed, let h = handshake, let read = h.pendingRead, read.side == side else { return }
@@ -521,7 +519,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             return
         }
         h.deadline?.cancel()
-        h.replyRetry?.cancel()
         leases += h.upstream.leases
         record.bytesUp += UInt64(h.upstream.earlyBytesCarried)
         handshake = nil  // and with it the handshake's leases (the source's handshake count)
@@ -612,7 +609,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             if let h = handshake {
                 if h.dial != nil { endDial(h, winner: nil) }
                 h.deadline?.cancel()
-                h.replyRetry?.cancel()
             }
             inbound.socket.shutdownWrite()
             if let outbound {
@@ -632,7 +628,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         if let h = handshake {
             if h.dial != nil { endDial(h, winner: nil) }
             h.deadline?.cancel()
-            h.replyRetry?.cancel()
             h.resolving = false
         }
         handshake = nil

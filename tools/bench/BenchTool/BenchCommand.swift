@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mptcp-bench",
         abstract: "Throughput source and sink for mptcp-proxy benchmarks.",
-        subcommands: [Sink.self, Load.self])
+        subcommands: [Sink.self, Load.self, Respond.self, SetupLoad.self])
 }
 
 struct Sink: ParsableCommand {
