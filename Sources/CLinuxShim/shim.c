@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
@@ -35,6 +36,14 @@ _Static_assert(TCP_FASTOPEN_CONNECT == 30, "TCP_FASTOPEN_CONNECT is 30 on Linux"
 
 ssize_t mpx_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
     return splice(fd_in, NULL, fd_out, NULL, len, flags);
+}
+
+int mpx_bytes_queued(int fd) {
+    int queued = 0;
+    if (ioctl(fd, FIONREAD, &queued) < 0) {
+        return -1;
+    }
+    return queued;
 }
 
 int mpx_pipe_nonblocking(int fds[2]) {

@@ -28,6 +28,14 @@ public struct ConvertCookie: Equatable, Sendable {
         self.mac = mac
     }
 
+    /// 16 random bytes from the system's generator in two draws (one getrandom(2) each), not
+    /// sixteen: this runs once per connection.
+    public static func freshNonce() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        let (high, low) = (generator.next(), generator.next())
+        return withUnsafeBytes(of: (high, low)) { Array($0) }
+    }
+
     /// Where the MAC sits inside the cookie's bytes.
     var macOffset: Int { 2 + keyID.utf8.count + 8 + Self.nonceLength }
 
@@ -78,13 +86,17 @@ public struct ConvertCookie: Equatable, Sendable {
 }
 
 /// A client's pre-shared key, known to both ends by its id.
-public struct ClientKey: @unchecked Sendable {  // SymmetricKey is immutable
-    public var id: String
-    public var key: SymmetricKey
+public struct ClientKey: @unchecked Sendable {  // SymmetricKey and the HMAC state are values, never shared mutably
+    public let id: String
+    public let key: SymmetricKey
+    /// HMAC-SHA256 with this key and no data yet: the key's inner and outer pads are derived
+    /// once here, so each message copies this state instead of re-deriving them.
+    public let hmac: HMAC<SHA256>
 
     public init(id: String, secret: [UInt8]) {
         self.id = id
         self.key = SymmetricKey(data: secret)
+        self.hmac = HMAC<SHA256>(key: key)
     }
 }
 
@@ -103,16 +115,21 @@ extension ConvertMessage {
         guard !key.id.isEmpty, key.id.utf8.count <= ConvertCookie.maximumKeyIDLength else {
             throw ConvertProtocolError(.malformedMessage, "key id must be 1...\(ConvertCookie.maximumKeyIDLength) bytes")
         }
-        let nonce = nonce ?? (0..<ConvertCookie.nonceLength).map { _ in UInt8.random(in: .min ... .max) }
+        let nonce = nonce ?? ConvertCookie.freshNonce()
         let cookie = ConvertCookie(keyID: key.id, timestamp: timestamp, nonce: nonce)
-        var raw = try ConvertMessage(tlvs + [.cookie(cookie.encoded())]).encoded()
+        let encodedCookie = cookie.encoded()
+        var raw = try ConvertMessage(tlvs + [.cookie(encodedCookie)]).encoded()
         // The cookie is the last TLV: its opaque value starts right after its 4-byte head.
-        let cookieTLVLength = 4 + cookie.encoded().count
+        let cookieTLVLength = 4 + encodedCookie.count
         let padded = (cookieTLVLength + 3) / 4 * 4
         let valueOffset = raw.count - padded + 4
         let macStart = valueOffset + cookie.macOffset
-        let mac = HMAC<SHA256>.authenticationCode(for: raw, using: key.key)
-        raw.replaceSubrange(macStart..<(macStart + ConvertCookie.macLength), with: Array(mac))
+        var hmac = key.hmac
+        raw.withUnsafeBytes { hmac.update(data: $0) }
+        let mac = hmac.finalize()
+        raw.withUnsafeMutableBytes { message in
+            mac.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: message[macStart..<(macStart + ConvertCookie.macLength)]).copyMemory(from: $0) }
+        }
         return raw
     }
 }

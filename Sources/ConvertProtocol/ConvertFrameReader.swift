@@ -12,14 +12,15 @@ public struct ConvertFrameReader: Sendable {
     }
 
     /// Adds bytes; returns the whole message once complete. Throws as soon as the fixed
-    /// header shows the stream is not a Convert message.
-    public mutating func consume(_ bytes: some Collection<UInt8>) throws(ConvertProtocolError) -> [UInt8]? {
-        received.append(contentsOf: bytes)
+    /// header shows the stream is not a Convert message. (Concrete, not generic: an
+    /// unspecialised generic append here cost 1,700 instructions a call in B3's profile.)
+    public mutating func consume(_ bytes: [UInt8]) throws(ConvertProtocolError) -> [UInt8]? {
+        if received.isEmpty { received = bytes } else { received += bytes }
         if total == nil {
             total = try ConvertMessage.expectedLength(prefix: received)
         }
         guard let total, received.count >= total else { return nil }
         // Callers read exactly `bytesNeeded`; anything beyond the message is not ours.
-        return Array(received.prefix(total))
+        return received.count == total ? received : Array(received.prefix(total))
     }
 }

@@ -10,7 +10,8 @@ public protocol EventHandler: AnyObject {
 }
 
 /// A one-shot deadline on a loop. Re-arming replaces the old deadline; `cancel` disarms it.
-/// Entries for replaced deadlines stay in the heap and are skipped when they come due.
+/// Entries for replaced deadlines stay in the loop's heap and are skipped when they come due,
+/// or dropped sooner when they outnumber the live ones (see `EventLoop.arm`).
 public final class LoopTimer {
     fileprivate(set) public var deadline: UInt64 = 0
     private let action: () -> Void
@@ -52,12 +53,20 @@ public final class EventLoop: @unchecked Sendable {
 
     public let index: Int
     public let pipes: PipePool
+    /// The relays' copy buffer (SpliceDirection): a copied read is written out before the
+    /// relay returns, so one buffer per loop serves all its connections.
+    public let copyBuffer: UnsafeMutableRawBufferPointer
+    public static let copyBufferSize = 16 << 10
     private let epollFD: Int32
     private let wakeFD: Int32
-    private var registrations: [Int32: Registration] = [:]
+    /// Indexed by descriptor (the kernel hands out the lowest free one, so the table stays as
+    /// small as the most descriptors open at once): one array access per event, no hashing.
+    private var registrations: [Registration?] = []
+    public private(set) var registeredCount = 0
     private var nextToken: UInt32 = 1
     private var timers = Heap<TimerEntry>()
     private var timerSequence: UInt64 = 0
+    private var timerCompactionSize = EventLoop.minimumTimerCompactionSize
     private let tasks = Mutex<[() -> Void]>([])
     private let stopRequested = Atomic<Bool>(false)
     /// Cached at each wakeup: handlers read it instead of calling clock_gettime per event.
@@ -73,12 +82,14 @@ public final class EventLoop: @unchecked Sendable {
             closeDescriptor(epollFD)
             throw error
         }
+        copyBuffer = .allocate(byteCount: Self.copyBufferSize, alignment: 64)
         now = monotonicMilliseconds()
         var event = epoll_event(events: MPX_EPOLLIN, data: epoll_data_t(u64: 0))
         _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event)
     }
 
     deinit {
+        copyBuffer.deallocate()
         pipes.drain()
         closeDescriptor(wakeFD)
         closeDescriptor(epollFD)
@@ -87,22 +98,48 @@ public final class EventLoop: @unchecked Sendable {
     /// Edge-triggered interest in readability, writability and peer half-close.
     public static let streamEvents: UInt32 = MPX_EPOLLIN | MPX_EPOLLOUT | MPX_EPOLLRDHUP | MPX_EPOLLET
     public static let readEvents: UInt32 = MPX_EPOLLIN | MPX_EPOLLET
+    /// Level-triggered readability: reported for as long as something is there to read
+    /// (listeners: a handler may take a few connections per event and leave the rest queued).
+    public static let levelReadEvents: UInt32 = MPX_EPOLLIN
 
     public func register(_ fd: Int32, events: UInt32, handler: EventHandler) throws(SystemError) {
         let token = nextToken
         nextToken = nextToken &+ 1 == 0 ? 1 : nextToken &+ 1
         var event = epoll_event(events: events, data: epoll_data_t(u64: UInt64(token) << 32 | UInt64(UInt32(bitPattern: fd))))
         try syscall("epoll_ctl(ADD)") { epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) }
-        registrations[fd] = Registration(token: token, handler: handler)
+        let index = Int(fd)
+        if index >= registrations.count {
+            registrations.append(contentsOf: repeatElement(nil, count: max(index + 1, registrations.count * 2) - registrations.count))
+        }
+        if registrations[index] == nil { registeredCount += 1 }
+        registrations[index] = Registration(token: token, handler: handler)
     }
 
     /// Forgets `fd`; call before closing it. Events already fetched for it are dropped.
     public func deregister(_ fd: Int32) {
-        guard registrations.removeValue(forKey: fd) != nil else { return }
+        guard remove(fd) else { return }
         _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil)
     }
 
-    public var registeredCount: Int { registrations.count }
+    /// Forgets `fd` without telling epoll: for a descriptor about to be closed, which close(2)
+    /// removes from the epoll set (only when it was never duplicated). Events already fetched for
+    /// it are dropped by the token check.
+    public func forget(_ fd: Int32) {
+        _ = remove(fd)
+    }
+
+    private func remove(_ fd: Int32) -> Bool {
+        let index = Int(fd)
+        guard index >= 0, index < registrations.count, registrations[index] != nil else { return false }
+        registrations[index] = nil
+        registeredCount -= 1
+        return true
+    }
+
+    private func registration(_ fd: Int32) -> Registration? {
+        let index = Int(fd)
+        return index >= 0 && index < registrations.count ? registrations[index] : nil
+    }
 
     /// Arms `timer` to fire `milliseconds` from the loop's current time.
     public func arm(_ timer: LoopTimer, after milliseconds: UInt64) {
@@ -113,7 +150,24 @@ public final class EventLoop: @unchecked Sendable {
         timer.deadline = max(deadline, 1)
         timerSequence += 1
         timers.insert(TimerEntry(deadline: timer.deadline, sequence: timerSequence, timer: timer))
+        if timers.count >= timerCompactionSize { compactTimers() }
     }
+
+    /// A connection arms a handshake and an idle deadline of seconds to hours and usually ends
+    /// long before them: left in the heap, each entry (and its timer, and what that captures)
+    /// would live until its deadline, so memory would grow with connection rate × timeout.
+    /// So whenever the heap has doubled since it was last compacted, it is rebuilt with only
+    /// the entries still armed: O(n) work once per n insertions, O(1) per arm.
+    private func compactTimers() {
+        let live = timers.unordered.filter { $0.timer.deadline == $0.deadline }
+        timers = Heap(live)
+        timerCompactionSize = max(Self.minimumTimerCompactionSize, 2 * live.count)
+    }
+
+    private static let minimumTimerCompactionSize = 1024
+
+    /// Entries the heap holds, live or stale (for tests).
+    public var timerEntryCount: Int { timers.count }
 
     /// Runs `task` on the loop's thread. Safe from any thread.
     public func execute(_ task: @escaping () -> Void) {
@@ -157,7 +211,7 @@ public final class EventLoop: @unchecked Sendable {
                     }
                     let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
                     let token = UInt32(truncatingIfNeeded: data >> 32)
-                    guard let registration = registrations[fd], registration.token == token else { continue }
+                    guard let registration = registration(fd), registration.token == token else { continue }
                     registration.handler.handleEvents(events[i].events, fd: fd)
                 }
             }

@@ -46,7 +46,7 @@ public struct ConvertFuzzHarness {
             if wanted <= 0 || offset >= input.count { break }
             let chunk = input[offset..<min(input.count, offset + wanted)]
             offset += chunk.count
-            do { framed = try reader.consume(chunk) } catch { framingError = error }
+            do { framed = try reader.consume(Array(chunk)) } catch { framingError = error }
         }
         if let framed, Array(input.prefix(framed.count)) != framed {
             violations.append("framed message is not the input's prefix")

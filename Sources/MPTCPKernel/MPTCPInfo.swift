@@ -57,9 +57,10 @@ extension Socket {
             bytesRetransmitted: info.mptcpi_bytes_retrans)
     }
 
-    /// Which transport a connected socket ended up with.
-    public func transportKind() -> TransportKind {
-        guard transportProtocol() == MPX_IPPROTO_MPTCP else { return .tcp }
+    /// Which transport a connected socket ended up with. `isMPTCP`, when the caller already
+    /// knows the socket's protocol, saves the SO_PROTOCOL query.
+    public func transportKind(isMPTCP: Bool? = nil) -> TransportKind {
+        guard isMPTCP ?? (transportProtocol() == MPX_IPPROTO_MPTCP) else { return .tcp }
         guard let info = mptcpInfo(), !info.fallback else { return .fallback }
         return .mptcp(subflows: max(1, info.subflowsTotal))
     }

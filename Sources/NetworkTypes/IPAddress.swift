@@ -23,9 +23,17 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// From 16 bytes as carried on the wire (RFC 8803 Connect TLV, PROXY v2): IPv4-mapped
     /// addresses (::ffff:a.b.c.d) become IPv4, everything else stays IPv6.
-    public init(wire16 bytes: some Collection<UInt8>) {
-        let all = Array(bytes.prefix(16)) + [UInt8](repeating: 0, count: max(0, 16 - bytes.count))
-        self = IPAddress.v6(all).normalized
+    /// (Concrete, not generic: parsed per connection, and an unspecialised generic here cost
+    /// more than the rest of the request's decoding.)
+    public init(wire16 bytes: ArraySlice<UInt8>) {
+        let start = bytes.startIndex
+        if bytes.count >= 16, bytes[start..<(start + 10)].allSatisfy({ $0 == 0 }), bytes[start + 10] == 0xff, bytes[start + 11] == 0xff {
+            self = .v4(Array(bytes[(start + 12)..<(start + 16)]))
+            return
+        }
+        var all = [UInt8](repeating: 0, count: 16)
+        for (index, byte) in bytes.prefix(16).enumerated() { all[index] = byte }
+        self = .v6(all)
     }
 
     public var family: Int32 {

@@ -24,6 +24,23 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     /// A state machine got an event its state cannot have: a bug, logged as an error.
     case internalError(String)
 
+    /// The reason without its details, for a metric label and the log: a small, fixed set.
+    public var kind: String {
+        switch self {
+        case .completed: return "completed"
+        case .idleTimeout: return "idle-timeout"
+        case .handshakeTimeout: return "handshake-timeout"
+        case .peerClosedDuringHandshake: return "peer-closed-during-handshake"
+        case .rejected: return "rejected"
+        case .refusedByServer: return "refused-by-server"
+        case .upstreamFailed: return "upstream-failed"
+        case .connectFailed: return "connect-failed"
+        case .ioError: return "io-error"
+        case .shutdown: return "shutdown"
+        case .internalError: return "internal-error"
+        }
+    }
+
     public var description: String {
         switch self {
         case .completed: return "completed"
@@ -48,7 +65,10 @@ public struct ConnectionRecord: Sendable, CustomStringConvertible {
     public var role: Role
     /// The peer that connected to us: the LAN host (client) or the gateway (server).
     public var peer: SocketAddress?
-    public var destination: String
+    /// Where it went (nil until the frontend knew).
+    public var target: Destination?
+    /// `target` printed, as every log line and metric prints it (formatted only when read).
+    public var destination: String { target?.description ?? "?" }
     public var keyID: String?
     /// Bytes delivered towards the destination, and back towards the peer.
     public var bytesUp: UInt64 = 0

@@ -35,16 +35,32 @@ public final class MetricsServer: Sendable {
         logger.info("metrics on http://\(address)/metrics")
     }
 
+    /// Once; later calls do nothing (a second close could hit a descriptor reused meanwhile).
     public func stop() {
-        stopping.store(true, ordering: .relaxed)
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // Wakes the accept(2) the thread is blocked in (Linux fails it with EINVAL).
+        _ = shutdown(listener.fd, Int32(SHUT_RDWR))
         thread.withLock { $0 }?.join()
         listener.close()
     }
 
+    /// Blocks in accept(2) until a scrape comes or `stop` shuts the listener down: no timer,
+    /// no wakeup while nobody scrapes.
     private func serve() {
-        while !stopping.load(ordering: .relaxed) {
-            var ready = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&ready, 1, 200) > 0, let client = try? listener.accept() else { continue }
+        let flags = fcntl(listener.fd, F_GETFL)
+        _ = fcntl(listener.fd, F_SETFL, flags & ~O_NONBLOCK)
+        while !stopping.load(ordering: .acquiring) {
+            let accepted: Socket?
+            do {
+                accepted = try listener.accept()   // the new socket is non-blocking: answer polls it
+            } catch {
+                if stopping.load(ordering: .acquiring) { return }
+                if error.errno == ECONNABORTED { continue }
+                // EMFILE and the like: a scrape can wait; do not spin.
+                usleep(100_000)
+                continue
+            }
+            guard let client = accepted else { continue }
             answer(client)
             client.close()
         }

@@ -35,6 +35,22 @@ public final class ProxyMetrics: Sendable {
     private let bytesUp: Counter
     private let bytesDown: Counter
     private let live = Mutex<[ObjectIdentifier: Gauge]>([:])
+    /// Counters by name and labels: made once, then only incremented (the registry's lookup
+    /// takes a lock and allocates, which per connection showed in B3's profile).
+    private let counters = Mutex<[CounterKey: Counter]>([:])
+    private let perKey = Mutex<[String: KeyCounters]>([:])
+
+    /// At most two label pairs, inline: the key is built per connection, so it allocates nothing.
+    private struct CounterKey: Hashable {
+        var name: String
+        var first: Label?
+        var second: Label?
+    }
+
+    private struct Label: Hashable {
+        var name: String
+        var value: String
+    }
     /// Whether anyone serves these metrics: until then relaying connections are not recorded,
     /// so a proxy without /metrics does no per-connection address lookups for them.
     private let exporting = Atomic<Bool>(false)
@@ -58,8 +74,16 @@ public final class ProxyMetrics: Sendable {
 
     var isExporting: Bool { exporting.load(ordering: .relaxed) }
 
-    private func count(_ name: String, _ dimensions: [(String, String)], by amount: Int = 1) {
-        Counter(label: name, dimensions: [("role", role)] + dimensions, factory: factory).increment(by: amount)
+    private func count(_ name: String, _ first: Label? = nil, _ second: Label? = nil, by amount: Int = 1) {
+        let key = CounterKey(name: name, first: first, second: second)
+        let counter = counters.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let labels = [first, second].compactMap { $0 }.map { ($0.name, $0.value) }
+            let made = Counter(label: name, dimensions: [("role", role)] + labels, factory: factory)
+            cache[key] = made
+            return made
+        }
+        counter.increment(by: amount)
     }
 
     // MARK: connection life
@@ -80,46 +104,61 @@ public final class ProxyMetrics: Sendable {
 
     func ended(_ id: ObjectIdentifier, _ record: ConnectionRecord, relayed: Bool) {
         (relayed ? relaying : handshaking).decrement()
-        if let gauge = live.withLock({ $0.removeValue(forKey: id) }) { gauge.destroy() }
-        let reason = record.reason.kind
-        count("mptcp_proxy_connections_ended_total", [("reason", reason)])
-        if !relayed { count("mptcp_proxy_handshake_failures_total", [("reason", record.reason.failureKind)]) }
+        if isExporting, let gauge = live.withLock({ $0.removeValue(forKey: id) }) { gauge.destroy() }
+        count("mptcp_proxy_connections_ended_total", Label(name: "reason", value: record.reason.kind))
+        if !relayed { count("mptcp_proxy_handshake_failures_total", Label(name: "reason", value: record.reason.failureKind)) }
         bytesUp.increment(by: Int(clamping: record.bytesUp))
         bytesDown.increment(by: Int(clamping: record.bytesDown))
         if let key = record.keyID {
-            count("mptcp_proxy_key_bytes_total", [("key", key), ("direction", "up")], by: Int(clamping: record.bytesUp))
-            count("mptcp_proxy_key_bytes_total", [("key", key), ("direction", "down")], by: Int(clamping: record.bytesDown))
+            let counters = keyCounters(key)
+            counters.bytesUp.increment(by: Int(clamping: record.bytesUp))
+            counters.bytesDown.increment(by: Int(clamping: record.bytesDown))
+        }
+    }
+
+    /// A key's three counters, found with one lookup by key id (they are touched twice per
+    /// connection, and a lookup by name and labels hashes every string of them).
+    private struct KeyCounters {
+        var connections: Counter
+        var bytesUp: Counter
+        var bytesDown: Counter
+    }
+
+    private func keyCounters(_ key: String) -> KeyCounters {
+        perKey.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let made = KeyCounters(
+                connections: Counter(label: "mptcp_proxy_key_connections_total", dimensions: [("role", role), ("key", key)], factory: factory),
+                bytesUp: Counter(label: "mptcp_proxy_key_bytes_total", dimensions: [("role", role), ("key", key), ("direction", "up")], factory: factory),
+                bytesDown: Counter(label: "mptcp_proxy_key_bytes_total", dimensions: [("role", role), ("key", key), ("direction", "down")], factory: factory))
+            cache[key] = made
+            return made
         }
     }
 
     // MARK: server policy
 
     /// An authenticated key got a connection past its limits.
-    func keyAdmitted(_ key: String) { count("mptcp_proxy_key_connections_total", [("key", key)]) }
+    func keyAdmitted(_ key: String) { keyCounters(key).connections.increment() }
 
-    func refused(rule: String) { count("mptcp_proxy_refusals_total", [("rule", rule)]) }
+    func refused(rule: String) { count("mptcp_proxy_refusals_total", Label(name: "rule", value: rule)) }
 
-    func limitHit(_ limit: LimitName) { count("mptcp_proxy_limit_hits_total", [("limit", limit.rawValue)]) }
+    func limitHit(_ limit: LimitName) { count("mptcp_proxy_limit_hits_total", Label(name: "limit", value: limit.rawValue)) }
 
     func poolMember(_ pool: String, _ member: SocketAddress, up: Bool) {
         Gauge(label: "mptcp_proxy_pool_member_up", dimensions: [("role", role), ("pool", pool), ("member", member.description)], factory: factory)
             .record(up ? 1 : 0)
     }
 
-    func reloaded(success: Bool) { count("mptcp_proxy_reloads_total", [("result", success ? "success" : "failure")]) }
+    func reloaded(success: Bool) { count("mptcp_proxy_reloads_total", Label(name: "result", value: success ? "success" : "failure")) }
 
-    func logLinesDropped(_ count: Int) { self.count("mptcp_proxy_log_lines_suppressed_total", [], by: count) }
+    func logLinesDropped(_ count: Int) { self.count("mptcp_proxy_log_lines_suppressed_total", by: count) }
 
     /// The Prometheus text exposition of everything above.
     public func render() -> String { registry.emitToString() }
 }
 
 extension CloseReason {
-    /// The reason without its details, for a label: a small, fixed set.
-    var kind: String {
-        "\(self)".split(separator: ":").first.map(String.init) ?? "unknown"
-    }
-
     /// Why a handshake failed, as a label: the Convert error for refusals, else the reason kind.
     var failureKind: String {
         switch self {

@@ -154,14 +154,14 @@ final class Listener: EventHandler {
     let context: ConnectionContext
     private var closed = false
     private var backoff: UInt64 = 0
-    private lazy var resume = LoopTimer { [weak self] in self?.acceptAll() }
+    private lazy var resume = LoopTimer { [weak self] in self?.resumeAccepting() }
 
     init(spec: ListenerSpec, context: ConnectionContext) throws {
         self.spec = spec
         self.context = context
         (socket, _) = try Socket.makeListener(at: spec.address, options: spec.options)
         do {
-            try context.loop.register(socket.fd, events: EventLoop.readEvents, handler: self)
+            try context.loop.register(socket.fd, events: EventLoop.levelReadEvents, handler: self)
         } catch {
             socket.close()
             throw error
@@ -169,17 +169,31 @@ final class Listener: EventHandler {
     }
 
     func handleEvents(_ events: UInt32, fd: Int32) {
-        // While paused for descriptors, the timer resumes; the event says nothing new.
-        guard !resume.isArmed else { return }
         acceptAll()
     }
 
-    /// Accepts until the backlog is empty. Out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM):
-    /// pause this listener for a backoff that doubles to a second, so the loop neither spins on
-    /// a backlog it cannot serve nor gives up on it; one-off errors of a single connection
-    /// (ECONNABORTED, EPROTO, ...) are skipped.
+    /// The pause for descriptors is over: listen again.
+    private func resumeAccepting() {
+        guard !closed else { return }
+        do {
+            try context.loop.register(socket.fd, events: EventLoop.levelReadEvents, handler: self)
+        } catch {
+            context.logger.warning("accept on \(spec.address): cannot resume (\(error)); retrying")
+            context.loop.arm(resume, after: 1_000)
+        }
+    }
+
+    /// Accepts up to `batch` connections per event (the listener is level-triggered: what is left
+    /// is reported again, and an accept that would find the backlog empty is never made). Out of
+    /// descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM): pause this listener for a backoff that
+    /// doubles to a second, so the loop neither spins on a backlog it cannot serve nor gives up
+    /// on it; one-off errors of a single connection (ECONNABORTED, EPROTO, ...) are skipped.
+    private static let batch = 16
+
     private func acceptAll() {
-        while !closed {
+        var taken = 0
+        while !closed && taken < Self.batch {
+            taken += 1
             do {
                 guard let accepted = try socket.accept() else {
                     backoff = 0
@@ -192,6 +206,9 @@ final class Listener: EventHandler {
                 case EMFILE, ENFILE, ENOBUFS, ENOMEM:
                     backoff = min(max(backoff * 2, 10), 1_000)
                     context.logger.warning("accept on \(spec.address): \(error); pausing this listener for \(backoff) ms")
+                    // Level-triggered, the listener would be reported at once again: take it out
+                    // of epoll until the pause ends.
+                    context.loop.deregister(socket.fd)
                     context.loop.arm(resume, after: backoff)
                     return
                 default:
@@ -204,9 +221,10 @@ final class Listener: EventHandler {
 
     func close() {
         guard !closed else { return }
+        let paused = resume.isArmed
         closed = true
         resume.cancel()
-        context.loop.deregister(socket.fd)
+        if !paused { context.loop.deregister(socket.fd) }
         socket.close()
     }
 }

@@ -127,11 +127,11 @@ struct ConvertCodecTests {
         let message = try ConvertMessage([.connect(destination, tcpOptions: [])]).encoded()
         var reader = ConvertFrameReader()
         #expect(reader.bytesNeeded == 4)
-        #expect(try reader.consume(message[0..<2]) == nil)
+        #expect(try reader.consume(Array(message[0..<2])) == nil)
         #expect(reader.bytesNeeded == 2)
-        #expect(try reader.consume(message[2..<4]) == nil)
+        #expect(try reader.consume(Array(message[2..<4])) == nil)
         #expect(reader.bytesNeeded == 20)
-        #expect(try reader.consume(message[4...]) == message)
+        #expect(try reader.consume(Array(message[4...])) == message)
     }
 }
 

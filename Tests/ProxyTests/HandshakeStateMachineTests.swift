@@ -157,10 +157,18 @@ struct HandshakeStateMachineTests {
         let decoded = try ConvertMessage.decode(message)
         #expect(decoded.message.connect?.0 == destination && decoded.message.originalSource == lan)
         #expect(try ConvertAuthenticator(keys: [key], floor: 0).authenticate(decoded, wallNow: 1_000_000, monotonicNow: 1) == "gw")
-        #expect(upstream.dialed(.connected(server)) == .read(.outbound, upTo: 4))
-        let success = try ConvertMessage.success().encoded()
-        #expect(upstream.received(.outbound, Array(success[0..<4])) == .read(.outbound, upTo: success.count - 4))
-        #expect(upstream.received(.outbound, Array(success[4...])) == .connected)
+        #expect(upstream.dialed(.connected(server)) == .read(.outbound, upTo: 8))
+        let success = try ConvertMessage.success(info: true).encoded()
+        #expect(upstream.received(.outbound, Array(success[0..<8])) == .read(.outbound, upTo: success.count - 8))
+        #expect(upstream.received(.outbound, Array(success[8...])) == .connected)
+        var headerOnly = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
+        _ = headerOnly.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)
+        _ = headerOnly.dialed(.connected(server))
+        guard case .failed(let empty) = headerOnly.received(.outbound, [1, 1, 0x22, 0x63, 0x61, 0x62, 0x63, 0x64]) else {
+            Issue.record("a header-only reply must fail")
+            return
+        }
+        #expect(empty.reason.contains("no TLV"))
 
         var refused = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
         _ = refused.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)

@@ -11,9 +11,7 @@ build_release() {
 }
 
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [[ -n $P ]] && "$TB" down "$P" 2>/dev/null || true
+    testbed_down
     [[ -n ${WORK:-} ]] && rm -rf "$WORK"
 }
 
@@ -25,7 +23,7 @@ testbed_up() {
     if [[ ${1:-} == none ]]; then
         for ns in gw vps; do for dev in wifi eth cell; do tc -n "$P-$ns" qdisc del dev "$dev" root 2>/dev/null || true; done; done
     fi
-    [[ -f $WORK/key ]] || printf 'bench %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/key"
+    [[ -f $WORK/key ]] || (umask 077; printf 'bench %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/key")
 }
 
 in_ns() { ip netns exec "$P-$1" "${@:2}"; }
@@ -47,47 +45,89 @@ install_peers() {
     systemctl stop haproxy shadowsocks-libev 2>/dev/null || true
 }
 
-# start_peers: ss-tunnel on gw:8081 and HAProxy on gw:8082, both to origin:5203 through vps.
-start_peers() {
-    # aes-256-gcm: shadowsocks-libev's fastest cipher here. --mptcp needs IPPROTO_MPTCP support
-    # (checked by mptcp_check); ss-tunnel forwards a fixed destination, like our port forward.
+# start_ss TARGET: ss-server on vps, ss-tunnel on gw:8081 forwarding to TARGET through it.
+# aes-256-gcm: shadowsocks-libev's fastest cipher here; --mptcp makes both legs MPTCP (checked
+# by mptcp_share); ss-tunnel forwards a fixed destination, like our port forward.
+start_ss() {
     start_bg vps ss-server -s 10.9.9.9 -p 8388 -k bench-password -m aes-256-gcm --mptcp -u
-    SS_SERVER_PID=$LAST_PID
-    start_bg gw ss-tunnel -s 10.9.9.9 -p 8388 -l 8081 -b 10.10.0.1 -L 10.20.0.2:5203 -k bench-password -m aes-256-gcm --mptcp
-    SS_TUNNEL_PID=$LAST_PID
-    local target=${PEER_TARGET:-10.20.0.2:5203}
-    cat >"$WORK/haproxy-gw.cfg" <<HAP
-global
-    maxconn 8000
-defaults
-    mode tcp
-    timeout connect 10s
-    timeout client 300s
-    timeout server 300s
-frontend lan
-    bind 10.10.0.1:8082
-    default_backend vps
-backend vps
-    server vps 10.9.9.9:8443
-HAP
-    cat >"$WORK/haproxy-vps.cfg" <<HAP
-global
-    maxconn 8000
-defaults
-    mode tcp
-    timeout connect 10s
-    timeout client 300s
-    timeout server 300s
-frontend gw
-    bind 10.9.9.9:8443
-    default_backend origin
-backend origin
-    server origin $target
-HAP
+    VPS_PID=$LAST_PID
+    start_bg gw ss-tunnel -s 10.9.9.9 -p 8388 -l 8081 -b 10.10.0.1 -L "$1" -k bench-password -m aes-256-gcm --mptcp
+    GW_PID=$LAST_PID
+    ENTRY=10.10.0.1:8081
+}
+
+# start_haproxy TARGET: HAProxy on gw:8082 → HAProxy on vps:8443 → TARGET, both under
+# mptcpize (so the gw→vps leg is MPTCP). maxconn 8000: two descriptors a connection within
+# the 20,000 open-file limit.
+start_haproxy() {
+    local side
+    for side in gw vps; do
+        {
+            printf 'global\n    maxconn 8000\ndefaults\n    mode tcp\n    timeout connect 10s\n'
+            printf '    timeout client 300s\n    timeout server 300s\n'
+            if [[ $side == gw ]]; then
+                printf 'frontend lan\n    bind 10.10.0.1:8082\n    default_backend next\nbackend next\n    server vps 10.9.9.9:8443\n'
+            else
+                printf 'frontend gw\n    bind 10.9.9.9:8443\n    default_backend next\nbackend next\n    server origin %s\n' "$1"
+            fi
+        } >"$WORK/haproxy-$side.cfg"
+    done
     start_bg vps mptcpize run haproxy -db -f "$WORK/haproxy-vps.cfg"
-    HAPROXY_VPS_PID=$LAST_PID
+    VPS_PID=$LAST_PID
     start_bg gw mptcpize run haproxy -db -f "$WORK/haproxy-gw.cfg"
-    HAPROXY_GW_PID=$LAST_PID
+    GW_PID=$LAST_PID
+    ENTRY=10.10.0.1:8082
+}
+
+# start_proxy TARGET [client args...]: mptcp-proxy server on vps:4443, client on gw:8080.
+# PROXY_ARGS: more options for both (say --loops 1, to compare).
+# The server's per-source new-connection rate (1,000/s by default, against one source flooding
+# it) is lifted: the benchmarks' one gateway is a legitimate client far busier than that, and
+# the peers compared have no such limit.
+start_proxy() {
+    local target=$1; shift
+    cat >"$WORK/server.toml" <<CONF
+listen = "10.9.9.9:4443"
+keys = "$WORK/key"
+new-connections-per-source-per-s = 1_000_000
+[[rule]]
+action = "allow"
+to = ["10.20.0.0/24"]
+CONF
+    start_bg vps "$BIN/mptcp-proxy" server --config "$WORK/server.toml" --log-level warning ${PROXY_ARGS:-}
+    VPS_PID=$LAST_PID
+    start_bg gw "$BIN/mptcp-proxy" client --listen 10.10.0.1:8080 --to "$target" --server 10.9.9.9:4443 --key-file "$WORK/key" --log-level warning --no-path-manager ${PROXY_ARGS:-} "$@"
+    GW_PID=$LAST_PID
+    ENTRY=10.10.0.1:8080
+}
+
+# start_relay KIND TARGET: KIND is proxy, ss or haproxy; waits until the LAN can connect.
+start_relay() {
+    case $1 in
+        proxy) start_proxy "$2" ;;
+        ss) start_ss "$2" ;;
+        haproxy) start_haproxy "$2" ;;
+        *) echo "unknown relay $1" >&2; return 1 ;;
+    esac
+    wait_for_port lan "$ENTRY"
+}
+
+relay_label() {
+    case $1 in
+        direct) echo "direct kernel MPTCP gw->vps" ;;
+        proxy) echo "mptcp-proxy" ;;
+        ss) echo "shadowsocks-libev --mptcp" ;;
+        haproxy) echo "HAProxy under mptcpize" ;;
+    esac
+}
+
+# testbed_down: stops what was started and removes the testbed (the work directory stays).
+testbed_down() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    [[ -n $P ]] && "$TB" down "$P" 2>/dev/null || true
+    P=""
 }
 
 # wait_for_port NS ADDR:PORT
@@ -100,9 +140,13 @@ wait_for_port() {
     echo "nothing listens on $2; log:" >&2; cat "$WORK/log" >&2; return 1
 }
 
-# mptcp_check: MPTCP connections the server side holds now, by listening port (one per chain).
-mptcp_check() {
-    in_ns vps ss -MnH state established 2>/dev/null | awk '{split($4, a, ":"); print a[2]}' | sort | uniq -c | awk '{printf "%s port %s; ", $1, $2}'
+# mptcp_share: MP_CAPABLE SYNs the vps namespace has received since the testbed came up (its
+# counters are its own), as a share of CONNECTIONS: 1.00 when every connection of the chain
+# crossed the gw→vps leg over MPTCP.
+mptcp_share() {
+    local syns
+    syns=$(in_ns vps nstat -az MPTcpExtMPCapableSYNRX 2>/dev/null | awk '/MPCapableSYNRX/ {print $2}')
+    awk -v s="${syns:-0}" -v n="$1" 'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }'
 }
 
 # median_columns: the median of each numeric column of the lines on stdin.
@@ -113,18 +157,14 @@ median_columns() {
                printf "%s%s", (i > 1 ? " " : ""), a[int((n + 1) / 2)] } print "" }'
 }
 
+# start_chain: the sinks and the mptcp-proxy chain to CHAIN_TARGET (default the origin sink).
 start_chain() {
     start_bg origin "$BIN/mptcp-bench" sink --listen 10.20.0.2:5201
     start_bg vps "$BIN/mptcp-bench" sink --listen 10.9.9.9:5202 --mptcp
-    start_bg vps "$BIN/mptcp-proxy" server --listen 10.9.9.9:4443 --keys "$WORK/key" --allow 10.20.0.0/24 --log-level warning
-    SERVER_PID=$LAST_PID
-    start_bg gw "$BIN/mptcp-proxy" client --listen 10.10.0.1:8080 --to "${CHAIN_TARGET:-10.20.0.2:5201}" --server 10.9.9.9:4443 --key-file "$WORK/key" --log-level warning --no-path-manager
-    CLIENT_PID=$LAST_PID
-    for _ in $(seq 50); do
-        in_ns lan bash -c 'exec 3<>/dev/tcp/10.10.0.1/8080' 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "proxy chain did not come up; log:" >&2; cat "$WORK/log" >&2; return 1
+    start_proxy "${CHAIN_TARGET:-10.20.0.2:5201}"
+    CLIENT_PID=$GW_PID
+    SERVER_PID=$VPS_PID
+    wait_for_port lan "$ENTRY"
 }
 
 # load NS TARGET DIRECTION SECONDS [extra args] -> Mbit/s

@@ -25,6 +25,9 @@ extern const unsigned int MPX_SPLICE_F_MOVE;
 extern const unsigned int MPX_SPLICE_F_NONBLOCK;
 extern const unsigned int MPX_SPLICE_F_MORE;
 
+// Bytes queued for reading (FIONREAD / SIOCINQ); -1 on error.
+int mpx_bytes_queued(int fd);
+
 // A non-blocking, close-on-exec pipe: fds[0] read end, fds[1] write end.
 int mpx_pipe_nonblocking(int fds[2]);
 // F_SETPIPE_SZ / F_GETPIPE_SZ; returns the capacity the kernel granted.

@@ -32,6 +32,8 @@ public struct ConvertUpstream: Upstream {
     /// bytes before it at the server (same length, reordered; 0 in 15,000 with this limit or
     /// without TFO; docs/decisions/0002).
     public static let earlyDataLimit = 400
+    /// The smallest valid reply: the fixed header and one TLV.
+    static let smallestReply = ConvertWire.headerLength + 4
     /// Receive buffer of the MPTCP leg (see ConnectionDriver.openAttempt).
     public static let mptcpReceiveBuffer: Int32 = 4 << 20
 
@@ -103,9 +105,13 @@ public struct ConvertUpstream: Upstream {
     }
 
     private mutating func readReply(_ bytes: [UInt8]) -> UpstreamStep {
-        do {
+        do throws(ConvertProtocolError) {
             guard let raw = try reader.consume(bytes) else { return .read(.outbound, upTo: reader.bytesNeeded) }
-            switch ConvertReply(try ConvertMessage.decode(raw).message) {
+            let message = try ConvertMessage.decode(raw).message
+            guard !message.tlvs.isEmpty else {
+                throw ConvertProtocolError(.malformedMessage, "the reply carries no TLV")
+            }
+            switch ConvertReply(message) {
             case .accepted:
                 state = .connected
                 return .connected
@@ -137,7 +143,9 @@ public struct ConvertUpstream: Upstream {
         switch outcome {
         case .connected:
             state = .awaitingReply
-            return .read(.outbound, upTo: reader.bytesNeeded)
+            // Every reply is a header and at least one TLV, 8 bytes: reading those at once never
+            // reads a relayed byte (a header-only "reply" is refused below) and saves a read.
+            return .read(.outbound, upTo: Self.smallestReply)
         case .failed(let errno):
             state = .failed
             return .failed(ConvertProtocolError(.networkFailure, "connect to the server \(endpoint.server): \(String(cString: strerror(errno)))"))

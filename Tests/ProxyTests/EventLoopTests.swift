@@ -1,0 +1,28 @@
+import DataPlane
+import Testing
+
+/// The event loop's bookkeeping, without sockets.
+@Suite("Event loop")
+struct EventLoopTests {
+    @Test("timers cancelled or re-armed do not pile up in the heap, and the live ones still fire")
+    func staleTimersAreCompacted() throws {
+        let loop = try EventLoop(index: 0)
+        var fired = 0
+        let live = (0..<3_000).map { _ in LoopTimer { fired += 1 } }
+        for timer in live { loop.arm(timer, at: 1) }   // due at once
+        // What a connection does: arm a deadline hours away, then end long before it.
+        for _ in 0..<200_000 {
+            let timer = LoopTimer {}
+            loop.arm(timer, after: 3_600_000)
+            timer.cancel()
+        }
+        // A timer re-armed again and again (an idle deadline pushed back) leaves one live entry.
+        let pushed = LoopTimer { fired += 1_000_000 }
+        for step in 0..<50_000 { loop.arm(pushed, after: 3_600_000 + UInt64(step)) }
+        #expect(loop.timerEntryCount <= 2 * (live.count + 1) + 1024, "heap holds \(loop.timerEntryCount) entries")
+        loop.execute { loop.stop() }
+        loop.run()
+        #expect(fired == live.count)
+        #expect(pushed.isArmed)
+    }
+}
