@@ -35,7 +35,11 @@ public struct ServerConfiguration: Sendable {
     public var allowUnauthenticated = false
     public var timeouts = ConnectionTimeouts()
     public var loops = LoopGroup.coreCount
-    public var fastOpenQueue: Int32 = 256
+    /// TCP_FASTOPEN queue on the listeners; 0 (the default) refuses data in the SYN: Linux 6.18
+    /// misplaces stream bytes on an MPTCP socket that accepted SYN data when the client's
+    /// first bytes after it arrive on a joining subflow (docs/decisions/0009). Clients still
+    /// send the request with their SYN; the kernel resends it after the handshake.
+    public var fastOpenQueue: Int32 = 0
     /// Seconds a cookie timestamp may lag behind our clock, and lead it.
     public var maximumClockSkew: UInt64 = 60
     public var maximumFutureSkew: UInt64 = 5

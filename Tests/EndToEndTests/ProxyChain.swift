@@ -53,11 +53,12 @@ final class ProxyChain {
     ///   - clientKey: the key the client signs with (a wrong one for the auth tests).
     ///   - destinationPort: where the forward points (a closed port for the refusal test).
     ///   - beforeStart: runs after the testbed is up, before the services start.
+    ///   - serverFastOpen: let the server accept data in the SYN (off by default: decision 0009).
     ///   - pathManager: run this path manager in gw (the testbed then sets up no endpoints or
     ///     per-source routing of its own).
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
          destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
-         beforeStart: (Testbed) throws -> Void = { _ in }) throws {
+         serverFastOpen: Bool = false, beforeStart: (Testbed) throws -> Void = { _ in }) throws {
         testbed = try Testbed(rates: rates, endpoints: pathManager == nil)
         do {
             try beforeStart(testbed)
@@ -71,6 +72,7 @@ final class ProxyChain {
         var serverConfig = ServerConfiguration(listen: [try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)")], keys: [ProxyChain.key])
         serverConfig.namespace = testbed.namespace(.vps)
         serverConfig.loops = 2
+        if serverFastOpen { serverConfig.fastOpenQueue = 256 }
         // The testbed's origin has a private address, which the server refuses by default: the
         // operator of such a VPS opens it, as here.
         serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24")], name: "testbed origin")]
@@ -154,9 +156,10 @@ final class ProxyChain {
 
 /// Runs `body` with a chain that is always torn down, even when `body` throws.
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
-                  pathManager: PathManagerConfiguration? = nil,
+                  pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
-    let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager, beforeStart: beforeStart)
+    let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
+                               serverFastOpen: serverFastOpen, beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }

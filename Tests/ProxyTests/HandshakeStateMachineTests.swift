@@ -226,4 +226,19 @@ struct HandshakeStateMachineTests {
         var empty = DialScheduler(candidateCount: 0)
         #expect(empty.begin().outcome == .failure(.init(errno: ENETUNREACH)))
     }
+
+    @Test("exclusive dial (the client's servers): one attempt at a time, a slow one closed before the next starts; a late answer from it is ignored")
+    func exclusiveDial() {
+        var scheduler = DialScheduler(candidateCount: 3, exclusive: true)
+        #expect(scheduler.begin() == .init(start: 0, armDelay: true))
+        #expect(scheduler.delayElapsed() == .init(start: 1, armDelay: true, abandon: [0]))
+        #expect(scheduler.attemptSucceeded(0) == .init())   // abandoned: it cannot win
+        #expect(scheduler.attemptFailed(1, errno: ECONNREFUSED) == .init(start: 2, armDelay: false))
+        #expect(scheduler.delayElapsed() == .init())          // the last one runs to the dial's deadline
+        #expect(scheduler.attemptSucceeded(2) == .init(outcome: .success(2)))
+        var allSlow = DialScheduler(candidateCount: 2, exclusive: true)
+        _ = allSlow.begin()
+        _ = allSlow.delayElapsed()
+        #expect(allSlow.attemptFailed(1, errno: ETIMEDOUT) == .init(outcome: .failure(.init(errno: ETIMEDOUT))))
+    }
 }

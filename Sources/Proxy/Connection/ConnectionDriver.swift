@@ -96,7 +96,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
 
         init(plan: DialPlan, delayTimer: LoopTimer, timeoutTimer: LoopTimer) {
             self.plan = plan
-            self.scheduler = DialScheduler(candidateCount: plan.candidates.count)
+            self.scheduler = DialScheduler(candidateCount: plan.candidates.count, exclusive: plan.exclusive)
             self.delayTimer = delayTimer
             self.timeoutTimer = timeoutTimer
         }
@@ -348,6 +348,11 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func carryOut(_ first: DialScheduler.Decision, _ dial: DialState, _ h: Handshake) {
         var decision = first
         while true {
+            for index in decision.abandon {
+                guard let socket = dial.attempts.removeValue(forKey: index) else { continue }
+                loop.deregister(socket.fd)
+                socket.close(reset: true)
+            }
             if decision.armDelay { loop.arm(dial.delayTimer, after: dial.plan.attemptDelay) }
             switch decision.outcome {
             case .success(let index)?:

@@ -102,9 +102,12 @@ public struct DialPlan: Equatable, Sendable {
     public var attemptDelay: UInt64
     /// Give up on all candidates after this long.
     public var timeout: UInt64
+    /// One attempt at a time: after `attemptDelay` the attempt is closed before the next starts
+    /// (servers that each could act on a request carried in the SYN), not raced.
+    public var exclusive: Bool
 
     public init(candidates: [SocketAddress], mptcp: Bool = false, fastOpen: Bool = false, initialData: [UInt8] = [],
-                receiveBuffer: Int32 = 0, attemptDelay: UInt64 = 250, timeout: UInt64 = 10_000) {
+                receiveBuffer: Int32 = 0, attemptDelay: UInt64 = 250, timeout: UInt64 = 10_000, exclusive: Bool = false) {
         self.candidates = candidates
         self.mptcp = mptcp
         self.fastOpen = fastOpen
@@ -112,6 +115,7 @@ public struct DialPlan: Equatable, Sendable {
         self.receiveBuffer = receiveBuffer
         self.attemptDelay = attemptDelay
         self.timeout = timeout
+        self.exclusive = exclusive
     }
 }
 

@@ -6,6 +6,10 @@
 /// fails or after the Connection Attempt Delay (250 ms by default) with no answer, whichever
 /// comes first, so a dead address costs a quarter of a second instead of a connect timeout.
 /// The first attempt to connect wins and every other is abandoned.
+///
+/// `exclusive` plans (the client's servers) run one attempt at a time: when the delay passes,
+/// the attempt is abandoned before the next starts, because a request may already ride in its
+/// SYN and two servers must never both act on it.
 struct DialScheduler {
     struct Decision: Equatable {
         /// Start this candidate now.
@@ -14,6 +18,8 @@ struct DialScheduler {
         var armDelay = false
         /// The dial is over: the candidate that connected, or the errno it failed with.
         var outcome: Result<Int, DialFailure>?
+        /// Close these attempts (an exclusive plan moving on).
+        var abandon: [Int] = []
     }
 
     struct DialFailure: Error, Equatable {
@@ -21,13 +27,15 @@ struct DialScheduler {
     }
 
     let candidateCount: Int
+    let exclusive: Bool
     private var nextCandidate = 0
     private(set) var inFlight: Set<Int> = []
     private var lastErrno: Int32 = 0
     private var finished = false
 
-    init(candidateCount: Int) {
+    init(candidateCount: Int, exclusive: Bool = false) {
         self.candidateCount = candidateCount
+        self.exclusive = exclusive
     }
 
     mutating func begin() -> Decision {
@@ -37,7 +45,13 @@ struct DialScheduler {
     /// The attempt-delay timer fired with attempts still pending.
     mutating func delayElapsed() -> Decision {
         guard !finished, nextCandidate < candidateCount else { return Decision() }
-        return startNext(orFail: lastErrno)
+        guard exclusive else { return startNext(orFail: lastErrno) }
+        let abandoned = inFlight.sorted()
+        inFlight.removeAll()
+        lastErrno = 110  // ETIMEDOUT: what the abandoned attempt amounts to
+        var decision = startNext(orFail: lastErrno)
+        decision.abandon = abandoned
+        return decision
     }
 
     mutating func attemptSucceeded(_ index: Int) -> Decision {

@@ -26,11 +26,9 @@ public struct UpstreamEndpoint: Sendable {
 /// (and the LAN host's first bytes) in the SYN, then read the server's reply exactly.
 public struct ConvertUpstream: Upstream {
     /// Largest first chunk of LAN bytes sent along with the request. Small enough that request
-    /// and chunk fit in one SYN: measured on Linux 6.18, when a TCP_FASTOPEN_CONNECT MPTCP socket
-    /// took only part of a larger first write into its SYN (16 KiB then) and the rest followed,
-    /// about 1 connection in 2,500 delivered a 1,120-byte block of the stream ahead of the 15,060
-    /// bytes before it at the server (same length, reordered; 0 in 15,000 with this limit or
-    /// without TFO; docs/decisions/0002).
+    /// and chunk fit in one SYN (docs/decisions/0002): with a larger first write, Linux 6.18's
+    /// passive MPTCP fast open misplaced bytes more often at a server accepting SYN data — the
+    /// kernel bug behind decision 0009, why servers refuse SYN data by default.
     public static let earlyDataLimit = 400
     /// The smallest valid reply: the fixed header and one TLV.
     static let smallestReply = ConvertWire.headerLength + 4
