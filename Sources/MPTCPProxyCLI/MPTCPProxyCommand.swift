@@ -172,8 +172,11 @@ struct ClientCommand: ParsableCommand {
     @Option(help: "Destination HOST:PORT for the matching --listen (repeatable).")
     var to: [String] = []
 
-    @Option(help: "Server endpoint ADDR:PORT.")
-    var server: String?
+    @Option(help: "Server endpoint ADDR:PORT (repeat: in order of preference; new connections go to the first healthy one).")
+    var server: [String] = []
+
+    @Option(help: "Milliseconds between health checks (Info exchanges) of each server, 100...3600000.")
+    var serverCheckIntervalMs: UInt64?
 
     @Option(help: "File with this client's key: one line `ID HEXKEY`.")
     var keyFile: String?
@@ -193,7 +196,10 @@ struct ClientCommand: ParsableCommand {
         if listen.count != to.count {
             throw ValidationError("--listen and --to pair up in order: got \(listen.count) --listen and \(to.count) --to")
         }
-        if config == nil && (listen.isEmpty || server == nil || keyFile == nil) {
+        if let interval = serverCheckIntervalMs, !(100...3_600_000).contains(interval) {
+            throw ValidationError("--server-check-interval-ms \(interval) is outside 100...3600000")
+        }
+        if config == nil && (listen.isEmpty || server.isEmpty || keyFile == nil) {
             throw ValidationError("give --config FILE, or --listen, --to, --server and --key-file")
         }
     }
@@ -205,9 +211,13 @@ struct ClientCommand: ParsableCommand {
             configuration = try ClientConfiguration.load(path: config)
         } else {
             let key = try loadKeys(keyFile!, single: true, logger: logger)[0]
-            configuration = ClientConfiguration(forwards: [], upstream: UpstreamEndpoint(server: try parseAddress(server!, option: "--server"), key: key))
+            configuration = ClientConfiguration(forwards: [], upstream: UpstreamEndpoint(servers: [], key: key))
         }
-        if let server { configuration.upstream.server = try parseAddress(server, option: "--server") }
+        if !server.isEmpty { configuration.upstream.servers = try server.map { try parseAddress($0, option: "--server") } }
+        guard Set(configuration.upstream.servers).count == configuration.upstream.servers.count else {
+            throw ValidationError("a --server is given twice")
+        }
+        if let interval = serverCheckIntervalMs { configuration.serverHealth.interval = interval }
         if let keyFile { configuration.upstream.key = try loadKeys(keyFile, single: true, logger: logger)[0] }
         if !listen.isEmpty {
             configuration.forwards = try zip(listen, to).map { pair in

@@ -25,7 +25,7 @@ func resolve(_ path: String, relativeTo file: String) -> String {
 extension ClientConfiguration {
     /// Loads a client configuration:
     ///
-    ///     server = "203.0.113.7:4443"
+    ///     server = ["203.0.113.7:4443", "198.51.100.9:4443"]   # or one string
     ///     key-file = "client.key"
     ///     [[forward]]
     ///     listen = "0.0.0.0:8080"
@@ -33,14 +33,21 @@ extension ClientConfiguration {
     public static func load(path: String) throws(ConfigError) -> ClientConfiguration {
         let file = try ConfigFile.load(path: path)
         let root = ConfigReader(file: file, table: file.root)
-        try root.rejectUnknownKeys(TimeoutKeys.all.union(["server", "key-file", "mptcp", "fast-open"]))
+        try root.rejectUnknownKeys(TimeoutKeys.all.union(["server", "key-file", "mptcp", "fast-open", "server-check-interval-ms",
+                                                         "server-check-timeout-ms", "server-check-rise", "server-check-fall",
+                                                         "server-attempt-timeout-ms"]))
         if let unknown = file.tables.keys.first {
             throw ConfigError(file: path, line: file.tables[unknown]!.line, key: unknown, "unknown table; the client knows [[forward]]")
         }
         if let unknown = file.arrays.keys.first(where: { $0 != "forward" }) {
             throw ConfigError(file: path, line: file.arrays[unknown]![0].line, key: unknown, "unknown table; the client knows [[forward]]")
         }
-        let server = try root.requiredAddress("server")
+        guard let servers = try root.parsed("server", { try SocketAddress(parsing: $0) }), !servers.isEmpty else {
+            throw ConfigError(file: path, key: "server", "required key is missing (an address, or a list in order of preference)")
+        }
+        guard Set(servers).count == servers.count else {
+            throw ConfigError(file: path, key: "server", "a server is listed twice")
+        }
         let keyPath = resolve(try root.requiredString("key-file"), relativeTo: path)
         let key = try KeyFile.loadSingle(path: keyPath)
         var forwards: [Forward] = []
@@ -52,10 +59,17 @@ extension ClientConfiguration {
         guard !forwards.isEmpty else {
             throw ConfigError(file: path, key: "forward", "no [[forward]] table: nothing to listen on")
         }
-        var upstream = UpstreamEndpoint(server: server, key: key)
+        var upstream = UpstreamEndpoint(servers: servers, key: key)
         upstream.mptcp = try root.boolean("mptcp") ?? true
         upstream.fastOpen = try root.boolean("fast-open") ?? true
         var configuration = ClientConfiguration(forwards: forwards, upstream: upstream)
+        var health = ServerHealthSettings()
+        if let value = try root.integer("server-check-interval-ms", in: 100...3_600_000) { health.interval = UInt64(value) }
+        if let value = try root.integer("server-check-timeout-ms", in: 100...60_000) { health.timeout = UInt64(value) }
+        if let value = try root.integer("server-check-rise", in: 1...100) { health.rise = value }
+        if let value = try root.integer("server-check-fall", in: 1...100) { health.fall = value }
+        if let value = try root.integer("server-attempt-timeout-ms", in: 100...60_000) { health.attemptTimeout = UInt64(value) }
+        configuration.serverHealth = health
         try TimeoutKeys.apply(root, timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.metrics = try root.address("metrics")
         return configuration

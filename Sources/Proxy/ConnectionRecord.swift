@@ -6,6 +6,9 @@ import MPTCPKernel
 public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     /// Both directions delivered their EOF.
     case completed
+    /// A request with only an Info TLV was answered with our capabilities (a client's health
+    /// check): not a proxied connection, so counted apart and logged at debug level only.
+    case infoAnswered
     case idleTimeout
     case handshakeTimeout
     /// The peer closed before the handshake finished.
@@ -28,6 +31,7 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     public var kind: String {
         switch self {
         case .completed: return "completed"
+        case .infoAnswered: return "info-answered"
         case .idleTimeout: return "idle-timeout"
         case .handshakeTimeout: return "handshake-timeout"
         case .peerClosedDuringHandshake: return "peer-closed-during-handshake"
@@ -44,6 +48,7 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .completed: return "completed"
+        case .infoAnswered: return "info-answered"
         case .idleTimeout: return "idle-timeout"
         case .handshakeTimeout: return "handshake-timeout"
         case .peerClosedDuringHandshake: return "peer-closed-during-handshake"

@@ -102,6 +102,12 @@ public final class ProxyMetrics: Sendable {
         live.withLock { $0[id] = gauge }
     }
 
+    /// An Info-only request answered (a client's health check; `mptcp_proxy_info_exchanges_total`).
+    func infoAnswered() {
+        handshaking.decrement()
+        count("mptcp_proxy_info_exchanges_total")
+    }
+
     func ended(_ id: ObjectIdentifier, _ record: ConnectionRecord, relayed: Bool) {
         (relayed ? relaying : handshaking).decrement()
         if isExporting, let gauge = live.withLock({ $0.removeValue(forKey: id) }) { gauge.destroy() }
@@ -149,6 +155,18 @@ public final class ProxyMetrics: Sendable {
         Gauge(label: "mptcp_proxy_pool_member_up", dimensions: [("role", role), ("pool", pool), ("member", member.description)], factory: factory)
             .record(up ? 1 : 0)
     }
+
+    // MARK: client servers
+
+    /// A server's health and whether new connections go to it (`mptcp_proxy_server_up`,
+    /// `mptcp_proxy_server_chosen`, 0 or 1).
+    func serverHealth(_ server: SocketAddress, up: Bool, chosen: Bool) {
+        Gauge(label: "mptcp_proxy_server_up", dimensions: [("role", role), ("server", server.description)], factory: factory).record(up ? 1 : 0)
+        Gauge(label: "mptcp_proxy_server_chosen", dimensions: [("role", role), ("server", server.description)], factory: factory).record(chosen ? 1 : 0)
+    }
+
+    /// New connections changed server (another one, or none at all).
+    func serverFailover(count amount: Int = 1) { count("mptcp_proxy_server_failovers_total", by: amount) }
 
     func reloaded(success: Bool) { count("mptcp_proxy_reloads_total", Label(name: "result", value: success ? "success" : "failure")) }
 

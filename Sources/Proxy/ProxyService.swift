@@ -11,6 +11,13 @@ struct ListenerSpec {
     var accept: (ConnectionContext, Socket) -> Void
 }
 
+/// Work a service runs beside its connections, on a loop of its own (health checks): started
+/// after the listeners, stopped before the loops end.
+protocol ServiceCompanion: AnyObject, Sendable {
+    func start(on loop: EventLoop)
+    func stop()
+}
+
 /// Loops, listeners and graceful shutdown, shared by the client and the server.
 /// Each loop opens its own SO_REUSEPORT listener per address, so accepted connections stay
 /// on the loop that accepted them and no cross-thread hand-off is needed. Listeners can be
@@ -29,6 +36,8 @@ public final class ProxyService: @unchecked Sendable {
     private let resolver: NameResolver?
     private let rejectionLog: RejectionLogLimiter?
     private var group: LoopGroup?
+    private let companions: [ServiceCompanion]
+    private var housekeeping: LoopGroup?
     private var contexts: [ConnectionContext] = []
     /// Per loop, its listeners by address; each set is touched only on its loop's thread.
     private final class LoopListeners {
@@ -37,7 +46,8 @@ public final class ProxyService: @unchecked Sendable {
     private var listeners: [LoopListeners] = []
 
     init(name: String, role: ConnectionRecord.Role, specs: [ListenerSpec], loops: Int, namespace: NetworkNamespace?, timeouts: ConnectionTimeouts,
-         logger: Logger, resolver: NameResolver? = nil, rejectionLogLinesPerMinute: Int = 20, onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
+         logger: Logger, resolver: NameResolver? = nil, rejectionLogLinesPerMinute: Int = 20, metrics: ProxyMetrics? = nil,
+         companions: [ServiceCompanion] = [], onEnd: (@Sendable (ConnectionRecord) -> Void)?) {
         self.name = name
         self.role = role
         self.specs = specs
@@ -48,7 +58,8 @@ public final class ProxyService: @unchecked Sendable {
         self.resolver = resolver
         self.rejectionLog = RejectionLogLimiter(perMinute: rejectionLogLinesPerMinute)
         self.onEnd = onEnd
-        self.metrics = ProxyMetrics(role: name)
+        self.metrics = metrics ?? ProxyMetrics(role: name)
+        self.companions = companions
     }
 
     /// Starts the loops and opens every listener; throws (having cleaned up) if any fails.
@@ -69,6 +80,16 @@ public final class ProxyService: @unchecked Sendable {
             throw error
         }
         for spec in specs { logListening(spec) }
+        if !companions.isEmpty {
+            do {
+                let housekeeping = try LoopGroup(count: 1, name: "\(name)-housekeeping", namespace: namespace, pipeSize: 4096)
+                self.housekeeping = housekeeping
+                for companion in companions { companion.start(on: housekeeping.loops[0]) }
+            } catch {
+                shutdown(drainTimeout: 0)
+                throw error
+            }
+        }
     }
 
     private func logListening(_ spec: ListenerSpec) {
@@ -127,6 +148,9 @@ public final class ProxyService: @unchecked Sendable {
     /// `drainTimeout` milliseconds, then end the rest and stop the loops.
     public func shutdown(drainTimeout: UInt64) {
         guard let group else { return }
+        companions.forEach { $0.stop() }
+        housekeeping?.shutdown()
+        housekeeping = nil
         let sets = listeners
         _ = try? group.onEachLoop { loop in
             sets[loop.index].byAddress.values.forEach { $0.close() }

@@ -46,6 +46,9 @@ final class ProxyChain {
     let server: ProxyServer
     let client: ProxyService
     let serverRecords = RecordLog()
+    /// Further servers on vps (same address, ports `extraServerPorts`), after `server` in the client's list.
+    let extraServers: [ProxyServer]
+    let extraServerRecords: [RecordLog]
     let clientRecords = RecordLog()
     let pathManager: PathManagerService?
 
@@ -56,9 +59,12 @@ final class ProxyChain {
     ///   - serverFastOpen: let the server accept data in the SYN (off by default: decision 0009).
     ///   - pathManager: run this path manager in gw (the testbed then sets up no endpoints or
     ///     per-source routing of its own).
+    ///   - extraServerPorts: run one more server on vps per port; the client lists them after the first.
+    ///   - serverHealth: how the client checks its servers.
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
          destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
-         serverFastOpen: Bool = false, beforeStart: (Testbed) throws -> Void = { _ in }) throws {
+         serverFastOpen: Bool = false, extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
+         beforeStart: (Testbed) throws -> Void = { _ in }) throws {
         testbed = try Testbed(rates: rates, endpoints: pathManager == nil)
         do {
             try beforeStart(testbed)
@@ -77,10 +83,23 @@ final class ProxyChain {
         // operator of such a VPS opens it, as here.
         serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24")], name: "testbed origin")]
         server = ProxyServer(configuration: serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
+        var extraServers: [ProxyServer] = []
+        var extraServerRecords: [RecordLog] = []
+        for port in extraServerPorts {
+            var config = serverConfig
+            config.listeners = [ServerConfiguration.Listener(address: try SocketAddress(parsing: "\(Testbed.serverAddress):\(port)"))]
+            let records = RecordLog()
+            extraServerRecords.append(records)
+            extraServers.append(ProxyServer(configuration: config, logger: logger, onEnd: { records.append($0) }))
+        }
+        self.extraServers = extraServers
+        self.extraServerRecords = extraServerRecords
+        let serverAddresses = try ([ProxyChain.serverPort] + extraServerPorts).map { try SocketAddress(parsing: "\(Testbed.serverAddress):\($0)") }
         var clientConfig = ClientConfiguration(
             forwards: [Forward(listen: try SocketAddress(parsing: "\(Testbed.gatewayLANAddress):\(ProxyChain.forwardPort)"),
                                destination: try SocketAddress(parsing: "\(Testbed.originAddress):\(destinationPort)"))],
-            upstream: UpstreamEndpoint(server: try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)"), key: clientKey))
+            upstream: UpstreamEndpoint(servers: serverAddresses, key: clientKey))
+        clientConfig.serverHealth = serverHealth
         clientConfig.namespace = testbed.namespace(.gw)
         clientConfig.loops = 2
         client = ProxyClient.makeService(clientConfig, logger: logger, onEnd: { [clientRecords] in clientRecords.append($0) })
@@ -93,10 +112,12 @@ final class ProxyChain {
         do {
             try self.pathManager?.start()
             try server.start()
+            for extra in extraServers { try extra.start() }
             try client.start()
         } catch {
             origin.stop()
             server.shutdown(drainTimeout: 0)
+            for extra in extraServers { extra.shutdown(drainTimeout: 0) }
             self.pathManager?.stop()
             testbed.down()
             throw error
@@ -148,6 +169,7 @@ final class ProxyChain {
     func stop() {
         client.shutdown(drainTimeout: 1_000)
         server.shutdown(drainTimeout: 1_000)
+        for extra in extraServers { extra.shutdown(drainTimeout: 1_000) }
         pathManager?.stop()
         origin.stop()
         testbed.down()
@@ -157,9 +179,11 @@ final class ProxyChain {
 /// Runs `body` with a chain that is always torn down, even when `body` throws.
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
+                  extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
     let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
-                               serverFastOpen: serverFastOpen, beforeStart: beforeStart)
+                               serverFastOpen: serverFastOpen, extraServerPorts: extraServerPorts, serverHealth: serverHealth,
+                               beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }

@@ -106,7 +106,11 @@ struct StatsScreenTests {
         let binary = Testbed.repositoryRoot + "/.build/debug/mptcp-stats"
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build it first: swift build --product mptcp-stats")
 
-        try withChain(pathManager: Self.allActiveConfiguration()) { chain in
+        // One server check at start only: the client's Info exchanges are MPTCP connections of
+        // their own, which would show on the screen beside the upload being measured.
+        var health = ServerHealthSettings()
+        health.interval = 3_600_000
+        try withChain(pathManager: Self.allActiveConfiguration(), serverHealth: health) { chain in
             let gw = chain.testbed.namespace(.gw)
             let metrics = try MetricsServer(listen: try SocketAddress(parsing: "127.0.0.1:9100"), namespace: gw,
                                             metrics: chain.client.metrics)

@@ -74,6 +74,44 @@ struct ConfigTests {
         }
     }
 
+    @Test("client configuration: several servers in order, their health checks, and the mistakes")
+    func clientServers() throws {
+        let key = temporaryFile("client.key", "gw1 \(goodKey)\n")
+        let forward = "[[forward]]\nlisten = \"0.0.0.0:8080\"\nto = \"10.20.0.2:80\"\n"
+        let good = temporaryFile("servers.toml", """
+            server = ["10.9.9.9:4443", "[2001:db8::9]:4443"]
+            key-file = "\(key)"
+            server-check-interval-ms = 500
+            server-check-timeout-ms = 400
+            server-check-rise = 3
+            server-check-fall = 1
+            server-attempt-timeout-ms = 800
+            \(forward)
+            """)
+        let config = try ClientConfiguration.load(path: good)
+        #expect(config.upstream.servers.map(\.description) == ["10.9.9.9:4443", "[2001:db8::9]:4443"])
+        #expect(config.serverHealth.interval == 500 && config.serverHealth.timeout == 400)
+        #expect(config.serverHealth.rise == 3 && config.serverHealth.fall == 1 && config.serverHealth.attemptTimeout == 800)
+        let single = try ClientConfiguration.load(path: temporaryFile("single.toml", "server = \"10.9.9.9:4443\"\nkey-file = \"\(key)\"\n\(forward)"))
+        #expect(single.upstream.servers.map(\.description) == ["10.9.9.9:4443"])
+        #expect(single.serverHealth == ServerHealthSettings())
+
+        let cases: [(String, String)] = [
+            ("server = [\"10.9.9.9:4443\", \"10.9.9.9:4443\"]\nkey-file = \"\(key)\"\n\(forward)", "server: a server is listed twice"),
+            ("server = []\nkey-file = \"\(key)\"\n\(forward)", "server: required key is missing"),
+            ("server = [\"10.9.9.9\"]\nkey-file = \"\(key)\"\n\(forward)", "has no :PORT"),
+            ("server = \"10.9.9.9:1\"\nkey-file = \"\(key)\"\nserver-check-interval-ms = 5\n\(forward)", ":3: server-check-interval-ms: 5 is outside"),
+            ("server = \"10.9.9.9:1\"\nkey-file = \"\(key)\"\nserver-check-fall = 0\n\(forward)", ":3: server-check-fall: 0 is outside"),
+        ]
+        for (index, (text, expected)) in cases.enumerated() {
+            let path = temporaryFile("servers-bad\(index).toml", text)
+            #expect { try ClientConfiguration.load(path: path) } throws: { error in
+                let message = "\(error)"
+                return message.hasPrefix(path) && message.contains(expected)
+            }
+        }
+    }
+
     @Test("server configuration requires keys unless unauthenticated relaying is explicit")
     func serverConfig() throws {
         let keys = temporaryFile("server.keys", "gw1 \(goodKey)\ngw2 \(goodKey)\n")

@@ -37,7 +37,7 @@ struct HandshakeStateMachineTests {
         var alone = frontend()
         _ = alone.start()
         #expect(alone.received(try request([.info])) == .send(try ConvertMessage.info.encoded()))
-        #expect(alone.sent() == .close(.completed, .drainInbound))
+        #expect(alone.sent() == .close(.infoAnswered, .drainInbound))
         var both = frontend()
         _ = both.start()
         guard case .connect = both.received(try request([.info, .connect(destination, tcpOptions: [])])) else {
@@ -143,7 +143,7 @@ struct HandshakeStateMachineTests {
     func clientUpstream() throws {
         let server = SocketAddress(.v4([203, 0, 113, 7]), port: 4443)
         let lan = SocketAddress(.v4([10, 10, 0, 2]), port: 50000)
-        var upstream = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
+        var upstream = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
         #expect(upstream.start(ConnectRequest(destination: .address(destination), mayHaveEarlyData: true, originalSource: lan), wallMilliseconds: 1_000_000)
                 == .readAvailable(.inbound, upTo: ConvertUpstream.earlyDataLimit))
         guard case .dial(let plan) = upstream.received(.inbound, Array("GET /".utf8)) else {
@@ -161,7 +161,7 @@ struct HandshakeStateMachineTests {
         let success = try ConvertMessage.success(info: true).encoded()
         #expect(upstream.received(.outbound, Array(success[0..<8])) == .read(.outbound, upTo: success.count - 8))
         #expect(upstream.received(.outbound, Array(success[8...])) == .connected)
-        var headerOnly = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
+        var headerOnly = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
         _ = headerOnly.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)
         _ = headerOnly.dialed(.connected(server))
         guard case .failed(let empty) = headerOnly.received(.outbound, [1, 1, 0x22, 0x63, 0x61, 0x62, 0x63, 0x64]) else {
@@ -170,7 +170,7 @@ struct HandshakeStateMachineTests {
         }
         #expect(empty.reason.contains("no TLV"))
 
-        var refused = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
+        var refused = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
         _ = refused.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)
         _ = refused.dialed(.connected(server))
         guard case .failed(let failure) = refused.received(.outbound, try ConvertMessage.failure(.notAuthorized).encoded()) else {
@@ -180,7 +180,7 @@ struct HandshakeStateMachineTests {
         #expect(failure.code == .notAuthorized && failure.reportedByPeer)
         #expect(CloseReason(upstreamFailure: failure) == .refusedByServer(.notAuthorized))
 
-        var garbage = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), connectTimeout: 3_000)
+        var garbage = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
         _ = garbage.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)
         _ = garbage.dialed(.connected(server))
         guard case .failed(let bad) = garbage.received(.outbound, [0x48, 0x54, 0x54, 0x50]) else {
@@ -192,7 +192,7 @@ struct HandshakeStateMachineTests {
 
     @Test("client upstream: a LAN host that half-closes before sending still gets its connection")
     func clientUpstreamHalfClose() throws {
-        var upstream = ConvertUpstream(endpoint: UpstreamEndpoint(server: destination, key: key), connectTimeout: 3_000)
+        var upstream = ConvertUpstream(endpoint: UpstreamEndpoint(server: destination, key: key), servers: ServerEndpoints([destination]), connectTimeout: 3_000)
         _ = upstream.start(ConnectRequest(destination: .address(destination), mayHaveEarlyData: true), wallMilliseconds: 1)
         guard case .dial = upstream.closed(.inbound) else {
             Issue.record("expected a dial")

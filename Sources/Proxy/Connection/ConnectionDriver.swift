@@ -691,9 +691,16 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         outbound = nil
         context.table.remove(self)
         let record = self.record
+        leases.removeAll()
+        if reason == .infoAnswered {
+            // A client's health check, every second or so per gateway: not a connection
+            // record, or the log and the connection counters would be mostly checks.
+            context.logger.debug("info exchange answered: \(record)")
+            context.metrics.infoAnswered()
+            return
+        }
         logEnd(record)
         context.metrics.ended(ObjectIdentifier(self), record, relayed: relayed)
-        leases.removeAll()
         context.onEnd?(record)
     }
 

@@ -84,7 +84,7 @@ public struct ConvertFrontend: Frontend {
             return .relay
         case .replyingInfo:
             state = .closed
-            return .close(.completed, .drainInbound)
+            return .close(.infoAnswered, .drainInbound)
         case .replyingError(let error):
             state = .closed
             return .close(.rejected(error), .drainInbound)

@@ -2,9 +2,10 @@ import ConvertProtocol
 import DataPlane
 import Glibc
 
-/// How the client reaches its server endpoint.
+/// How the client reaches its server endpoints.
 public struct UpstreamEndpoint: Sendable {
-    public var server: SocketAddress
+    /// In order of preference: new connections go to the first healthy one.
+    public var servers: [SocketAddress]
     public var key: ClientKey
     /// Ask for IPPROTO_MPTCP (falls back to TCP where the kernel refuses).
     public var mptcp: Bool
@@ -13,17 +14,23 @@ public struct UpstreamEndpoint: Sendable {
     /// Carry the LAN host's address in the request (Original Source TLV) for PROXY v2 at the server.
     public var sendOriginalSource: Bool
 
-    public init(server: SocketAddress, key: ClientKey, mptcp: Bool = true, fastOpen: Bool = true, sendOriginalSource: Bool = true) {
-        self.server = server
+    public init(servers: [SocketAddress], key: ClientKey, mptcp: Bool = true, fastOpen: Bool = true, sendOriginalSource: Bool = true) {
+        self.servers = servers
         self.key = key
         self.mptcp = mptcp
         self.fastOpen = fastOpen
         self.sendOriginalSource = sendOriginalSource
     }
+
+    public init(server: SocketAddress, key: ClientKey, mptcp: Bool = true, fastOpen: Bool = true, sendOriginalSource: Bool = true) {
+        self.init(servers: [server], key: key, mptcp: mptcp, fastOpen: fastOpen, sendOriginalSource: sendOriginalSource)
+    }
 }
 
-/// The client's upstream: dial the server endpoint over MPTCP with the signed Convert request
-/// (and the LAN host's first bytes) in the SYN, then read the server's reply exactly.
+/// The client's upstream: dial the first healthy server over MPTCP with the signed Convert
+/// request (and the LAN host's first bytes) in the SYN, moving on to the next healthy one if it
+/// does not answer in time, then read the server's reply exactly. Every attempt's outcome is
+/// evidence for the server's health (`ServerEndpoints`); none healthy: refused at once.
 public struct ConvertUpstream: Upstream {
     /// Largest first chunk of LAN bytes sent along with the request. Small enough that request
     /// and chunk fit in one SYN (docs/decisions/0002): with a larger first write, Linux 6.18's
@@ -47,15 +54,23 @@ public struct ConvertUpstream: Upstream {
     public private(set) var state: State = .idle
     public private(set) var earlyBytesCarried = 0
     private let endpoint: UpstreamEndpoint
+    private let servers: ServerEndpoints
     private let connectTimeout: UInt64
+    /// The servers this connection's dial tries, in order; then the one that answered.
+    private var planned: [SocketAddress] = []
+    private var server: SocketAddress?
     private var request: ConnectRequest?
     private var wallMilliseconds: UInt64 = 0
     private var reader = ConvertFrameReader()
 
-    public init(endpoint: UpstreamEndpoint, connectTimeout: UInt64) {
+    public init(endpoint: UpstreamEndpoint, servers: ServerEndpoints, connectTimeout: UInt64) {
         self.endpoint = endpoint
+        self.servers = servers
         self.connectTimeout = connectTimeout
     }
+
+    /// The server this connection went to (once dialled).
+    public var connectedServer: SocketAddress? { server }
 
     public mutating func start(_ request: ConnectRequest, wallMilliseconds: UInt64) -> UpstreamStep {
         guard state == .idle else { return impossible("start") }
@@ -84,11 +99,16 @@ public struct ConvertUpstream: Upstream {
             state = .failed
             return .failed(error)
         }
+        planned = servers.candidates()
+        guard !planned.isEmpty else {
+            state = .failed
+            return .failed(ConvertProtocolError(.networkFailure, "no healthy server (\(servers.servers.map { "\($0)" }.joined(separator: ", ")) all down)"))
+        }
         state = .connecting
         earlyBytesCarried = earlyData.count
-        return .dial(DialPlan(candidates: [endpoint.server], mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
+        return .dial(DialPlan(candidates: planned, mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
                               initialData: signed + earlyData, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
-                              timeout: connectTimeout))
+                              attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true))
     }
 
     public mutating func received(_ side: Side, _ bytes: [UInt8]) -> UpstreamStep {
@@ -130,7 +150,9 @@ public struct ConvertUpstream: Upstream {
             return dial(earlyData: [])
         case (.awaitingReply, .outbound), (.connecting, .outbound):
             state = .failed
-            return .failed(ConvertProtocolError(.networkFailure, "the server \(endpoint.server) closed before its reply"))
+            let shown = server.map { "\($0)" } ?? "?"
+            if let server { servers.record(server, success: false, evidence: .connection, detail: "closed before its reply") }
+            return .failed(ConvertProtocolError(.networkFailure, "the server \(shown) closed before its reply"))
         default:
             return impossible("\(side) closed")
         }
@@ -139,14 +161,24 @@ public struct ConvertUpstream: Upstream {
     public mutating func dialed(_ outcome: DialOutcome) -> UpstreamStep {
         guard state == .connecting else { return impossible("dialled") }
         switch outcome {
-        case .connected:
+        case .connected(let address):
+            // Attempts run one at a time in order, so every server before this one failed.
+            for earlier in planned.prefix(while: { $0 != address }) {
+                servers.record(earlier, success: false, evidence: .connection, detail: "no connection within \(servers.settings.attemptTimeout) ms")
+            }
+            servers.record(address, success: true, evidence: .connection, detail: "connected")
+            server = address
             state = .awaitingReply
             // Every reply is a header and at least one TLV, 8 bytes: reading those at once never
             // reads a relayed byte (a header-only "reply" is refused below) and saves a read.
             return .read(.outbound, upTo: Self.smallestReply)
         case .failed(let errno):
             state = .failed
-            return .failed(ConvertProtocolError(.networkFailure, "connect to the server \(endpoint.server): \(String(cString: strerror(errno)))"))
+            // The dial's deadline may have come before every server was tried.
+            let tried = min(planned.count, 1 + Int(connectTimeout / max(1, servers.settings.attemptTimeout)))
+            for each in planned.prefix(tried) { servers.record(each, success: false, evidence: .connection, detail: String(cString: strerror(errno))) }
+            let shown = planned.prefix(tried).map { "\($0)" }.joined(separator: ", ")
+            return .failed(ConvertProtocolError(.networkFailure, "connect to the server\(tried == 1 ? "" : "s") \(shown): \(String(cString: strerror(errno)))"))
         }
     }
 
