@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "mptcp-stats", targets: ["StatsCLI"]),
         .executable(name: "mptcp-bench", targets: ["BenchTool"]),
         .executable(name: "fuzz-convert", targets: ["ConvertFuzzTarget"]),
+        .executable(name: "fuzz-proxy-protocols", targets: ["ProxyProtocolsFuzzTarget"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,7 +51,7 @@ let package = Package(
         ]),
         // Structure-aware generators and invariant harnesses shared by the test suite's fuzzers
         // and the coverage-guided targets in tools/fuzz.
-        .target(name: "Fuzzing", dependencies: ["ConvertProtocol", "NetworkTypes", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Fuzzing", dependencies: ["ConvertProtocol", "NetworkTypes", "ProxyProtocols", .product(name: "Crypto", package: "swift-crypto")]),
         // SOCKS5, HTTP CONNECT and PROXY protocol v2 codecs. Pure, no I/O.
         .target(name: "ProxyProtocols", dependencies: ["NetworkTypes"]),
         // Client and server connections, policies (rules, limits, pools), configuration, services, metrics.
@@ -85,8 +86,9 @@ let package = Package(
         ], path: "tools/bench/BenchTool"),
         // Coverage-guided fuzz target (libFuzzer with -DFUZZING; a corpus replayer otherwise): tools/fuzz.
         .executableTarget(name: "ConvertFuzzTarget", dependencies: ["ConvertProtocol", "Fuzzing"], path: "tools/fuzz/ConvertFuzzTarget"),
+        .executableTarget(name: "ProxyProtocolsFuzzTarget", dependencies: ["Fuzzing"], path: "tools/fuzz/ProxyProtocolsFuzzTarget"),
         .testTarget(name: "ConvertProtocolTests", dependencies: ["ConvertProtocol", "NetworkTypes", "Fuzzing", "TestSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane", "ProxyProtocols", "TestSupport"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "ConvertProtocol", "DataPlane", "ProxyProtocols", "TestSupport", "Fuzzing"]),
         .testTarget(name: "PathManagerTests", dependencies: ["PathManager", "MPTCPKernel", "TestSupport", "DataPlane"]),
         .testTarget(name: "StatsTests", dependencies: ["Stats", "MPTCPKernel", "DataPlane", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "EndToEndTests", dependencies: [

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <linux/tcp.h>
 #include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 
 const unsigned int MPX_SPLICE_F_MOVE = SPLICE_F_MOVE;
 const unsigned int MPX_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
@@ -19,6 +20,8 @@ const unsigned int MPX_SPLICE_F_MORE = SPLICE_F_MORE;
 const int MPX_IPPROTO_MPTCP = 262;
 const int MPX_SOL_MPTCP = 284;
 const int MPX_SO_ORIGINAL_DST = SO_ORIGINAL_DST;
+const int MPX_IP_TRANSPARENT = IP_TRANSPARENT;
+const int MPX_IPV6_TRANSPARENT = IPV6_TRANSPARENT;
 const int MPX_TCP_FASTOPEN = TCP_FASTOPEN;
 const int MPX_TCP_FASTOPEN_CONNECT = TCP_FASTOPEN_CONNECT;
 const int MPX_TCP_NODELAY = TCP_NODELAY;
@@ -32,6 +35,8 @@ const unsigned int MPX_EPOLLRDHUP = EPOLLRDHUP;
 const unsigned int MPX_EPOLLET = EPOLLET;
 
 _Static_assert(SO_ORIGINAL_DST == 80, "SO_ORIGINAL_DST is 80 on Linux");
+_Static_assert(IP6T_SO_ORIGINAL_DST == SO_ORIGINAL_DST, "one getsockopt name serves both families");
+_Static_assert(IP_TRANSPARENT == 19 && IPV6_TRANSPARENT == 75, "transparent socket options");
 _Static_assert(TCP_FASTOPEN_CONNECT == 30, "TCP_FASTOPEN_CONNECT is 30 on Linux");
 
 ssize_t mpx_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {

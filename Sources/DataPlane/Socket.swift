@@ -152,11 +152,14 @@ public struct Socket: Hashable, Sendable {
         try? setOption(level: Int32(IPPROTO_TCP), name: MPX_TCP_NODELAY, 1, "TCP_NODELAY")
     }
 
-    /// The original destination of a connection redirected by nftables REDIRECT (IPv4).
+    /// The original destination of a connection redirected by nftables REDIRECT or DNAT (the
+    /// conntrack entry's; IPv4 SO_ORIGINAL_DST, IPv6 IP6T_SO_ORIGINAL_DST, both 80). ENOENT
+    /// when the connection was not translated (TPROXY, or not intercepted at all).
     public func originalDestination() throws(SystemError) -> SocketAddress {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        try syscall("getsockopt(SO_ORIGINAL_DST)") { getsockopt(fd, Int32(SOL_IP), MPX_SO_ORIGINAL_DST, &storage, &length) }
+        let level = localAddress()?.family == AF_INET6 ? Int32(IPPROTO_IPV6) : Int32(SOL_IP)
+        try syscall("getsockopt(SO_ORIGINAL_DST)") { getsockopt(fd, level, MPX_SO_ORIGINAL_DST, &storage, &length) }
         guard let address = SocketAddress(storage: storage) else { throw SystemError("SO_ORIGINAL_DST", errno: EAFNOSUPPORT) }
         return address
     }
@@ -168,12 +171,16 @@ public struct ListenerOptions: Sendable {
     /// TCP Fast Open queue length; 0 disables TFO on this listener.
     public var fastOpenQueue: Int32
     public var backlog: Int32
+    /// IP_TRANSPARENT / IPV6_TRANSPARENT: accept connections TPROXY steers here for addresses
+    /// that are not ours (the accepted socket's local address is then the original destination).
+    public var transparent: Bool
 
-    public init(mptcp: Bool, reusePort: Bool = true, fastOpenQueue: Int32 = 0, backlog: Int32 = 4096) {
+    public init(mptcp: Bool, reusePort: Bool = true, fastOpenQueue: Int32 = 0, backlog: Int32 = 4096, transparent: Bool = false) {
         self.mptcp = mptcp
         self.reusePort = reusePort
         self.fastOpenQueue = fastOpenQueue
         self.backlog = backlog
+        self.transparent = transparent
     }
 }
 
@@ -190,6 +197,13 @@ extension Socket {
             if options.fastOpenQueue > 0 {
                 // Best effort: a kernel without TFO on this socket type still serves normally.
                 try? socket.setOption(level: Int32(IPPROTO_TCP), name: MPX_TCP_FASTOPEN, options.fastOpenQueue, "TCP_FASTOPEN")
+            }
+            if options.transparent {
+                if address.family == AF_INET6 {
+                    try socket.setOption(level: Int32(IPPROTO_IPV6), name: MPX_IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT")
+                } else {
+                    try socket.setOption(level: Int32(SOL_IP), name: MPX_IP_TRANSPARENT, 1, "IP_TRANSPARENT")
+                }
             }
             try socket.bind(to: address)
             try socket.listen(backlog: options.backlog)

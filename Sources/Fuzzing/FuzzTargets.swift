@@ -1,4 +1,5 @@
 import ConvertProtocol
+import ProxyProtocols
 
 /// The per-input entry points of the coverage-guided targets in tools/fuzz. Kept here, not in
 /// the target executables, so the test suite replays the committed corpora through exactly
@@ -18,6 +19,20 @@ public enum FuzzTargets {
             bytes = ConvertRequestGenerator(key: harness.key, now: harness.now).make(&choices)
         }
         let violations = harness.run(bytes).violations
+        return violations.isEmpty ? [] : ["input \(bytes): \(violations)"]
+    }
+
+    /// The SOCKS5 and HTTP CONNECT codecs. First byte: bit 0 picks the protocol, bit 1 raw bytes
+    /// or the structure-aware generator driven by the rest.
+    public static func proxyProtocols(_ input: [UInt8]) -> [String] {
+        guard let mode = input.first else { return [] }
+        let generator = ProxyRequestGenerator()
+        var bytes = Array(input.dropFirst())
+        if mode & 2 != 0 {
+            var choices = ByteChoices(bytes)
+            bytes = mode & 1 == 0 ? generator.socks5(&choices) : generator.httpConnect(&choices)
+        }
+        let violations = mode & 1 == 0 ? ProxyProtocolFuzzHarness.socks5(bytes) : ProxyProtocolFuzzHarness.httpConnect(bytes)
         return violations.isEmpty ? [] : ["input \(bytes): \(violations)"]
     }
 }

@@ -172,6 +172,18 @@ struct ClientCommand: ParsableCommand {
     @Option(help: "Destination HOST:PORT for the matching --listen (repeatable).")
     var to: [String] = []
 
+    @Option(help: "Serve SOCKS5 (RFC 1928 CONNECT) on ADDR:PORT (repeatable); host names are resolved by the server.")
+    var socks5: [String] = []
+
+    @Option(help: "Serve HTTP CONNECT on ADDR:PORT (repeatable).")
+    var httpConnect: [String] = []
+
+    @Option(help: "Take connections intercepted by nftables REDIRECT or TPROXY on ADDR:PORT (repeatable).")
+    var transparent: [String] = []
+
+    @Option(help: "File of `USERNAME PASSWORD` lines that SOCKS5 and HTTP CONNECT clients must give.")
+    var proxyUsers: String?
+
     @Option(help: "Server endpoint ADDR:PORT (repeat: in order of preference; new connections go to the first healthy one).")
     var server: [String] = []
 
@@ -192,6 +204,8 @@ struct ClientCommand: ParsableCommand {
 
     @OptionGroup var paths: PathManagerOptions
 
+    @OptionGroup(title: "Interception") var interception: InterceptionOptions
+
     func validate() throws {
         if listen.count != to.count {
             throw ValidationError("--listen and --to pair up in order: got \(listen.count) --listen and \(to.count) --to")
@@ -199,8 +213,9 @@ struct ClientCommand: ParsableCommand {
         if let interval = serverCheckIntervalMs, !(100...3_600_000).contains(interval) {
             throw ValidationError("--server-check-interval-ms \(interval) is outside 100...3600000")
         }
-        if config == nil && (listen.isEmpty || server.isEmpty || keyFile == nil) {
-            throw ValidationError("give --config FILE, or --listen, --to, --server and --key-file")
+        let listeners = listen.count + socks5.count + httpConnect.count + transparent.count
+        if config == nil && (listeners == 0 || server.isEmpty || keyFile == nil) {
+            throw ValidationError("give --config FILE, or --server, --key-file and at least one of --listen/--to, --socks5, --http-connect, --transparent")
         }
     }
 
@@ -224,10 +239,19 @@ struct ClientCommand: ParsableCommand {
                 Forward(listen: try parseAddress(pair.0, option: "--listen"), destination: try parseAddress(pair.1, option: "--to"))
             }
         }
+        if !socks5.isEmpty { configuration.socks5 = try socks5.map { try parseAddress($0, option: "--socks5") } }
+        if !httpConnect.isEmpty { configuration.httpConnect = try httpConnect.map { try parseAddress($0, option: "--http-connect") } }
+        if !transparent.isEmpty { configuration.transparent = try transparent.map { try parseAddress($0, option: "--transparent") } }
+        if let proxyUsers { configuration.proxyUsers = try ProxyUsers.load(path: proxyUsers) }
         if noMptcp { configuration.upstream.mptcp = false }
         if noFastOpen { configuration.upstream.fastOpen = false }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
+        if interception.printRules {
+            print(InterceptionRulesRunner.printed(try interception.rules(for: configuration)))
+            return
+        }
+        let rulesRunner = interception.installRules ? InterceptionRulesRunner(rules: try interception.rules(for: configuration), logger: logger) : nil
         let service = ProxyClient.makeService(configuration, logger: logger)
         var manager: PathManagerService?
         if !noPathManager {
@@ -241,11 +265,15 @@ struct ClientCommand: ParsableCommand {
             do {
                 try service.start()
                 metricsServer = try runtime.startMetrics(service, configured: configuration.metrics)
+                // After the listener is up: intercepted connections must find it.
+                try rulesRunner?.install()
             } catch { manager?.stop(); throw error }
         }, reload: {
             logger.warning("the client does not reload its configuration yet: restart it to apply changes")
         }, stop: { drain in
             logger.info("stop accepting, drain for up to \(drain) ms")
+            // First, so new LAN connections go straight out instead of to a closing listener.
+            rulesRunner?.remove()
             service.shutdown(drainTimeout: drain)
             metricsServer?.stop()
             manager?.stop()

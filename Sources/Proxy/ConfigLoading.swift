@@ -35,7 +35,8 @@ extension ClientConfiguration {
         let root = ConfigReader(file: file, table: file.root)
         try root.rejectUnknownKeys(TimeoutKeys.all.union(["server", "key-file", "mptcp", "fast-open", "server-check-interval-ms",
                                                          "server-check-timeout-ms", "server-check-rise", "server-check-fall",
-                                                         "server-attempt-timeout-ms"]))
+                                                         "server-attempt-timeout-ms", "socks5", "http-connect", "transparent",
+                                                         "proxy-users"]))
         if let unknown = file.tables.keys.first {
             throw ConfigError(file: path, line: file.tables[unknown]!.line, key: unknown, "unknown table; the client knows [[forward]]")
         }
@@ -56,13 +57,22 @@ extension ClientConfiguration {
             try reader.rejectUnknownKeys(["listen", "to"])
             forwards.append(Forward(listen: try reader.requiredAddress("listen"), destination: try reader.requiredAddress("to")))
         }
-        guard !forwards.isEmpty else {
-            throw ConfigError(file: path, key: "forward", "no [[forward]] table: nothing to listen on")
+        let socks5 = try root.parsed("socks5", { try SocketAddress(parsing: $0) }) ?? []
+        let httpConnect = try root.parsed("http-connect", { try SocketAddress(parsing: $0) }) ?? []
+        let transparent = try root.parsed("transparent", { try SocketAddress(parsing: $0) }) ?? []
+        guard !(forwards.isEmpty && socks5.isEmpty && httpConnect.isEmpty && transparent.isEmpty) else {
+            throw ConfigError(file: path, key: "forward", "no [[forward]], socks5, http-connect or transparent: nothing to listen on")
         }
         var upstream = UpstreamEndpoint(servers: servers, key: key)
         upstream.mptcp = try root.boolean("mptcp") ?? true
         upstream.fastOpen = try root.boolean("fast-open") ?? true
         var configuration = ClientConfiguration(forwards: forwards, upstream: upstream)
+        configuration.socks5 = socks5
+        configuration.httpConnect = httpConnect
+        configuration.transparent = transparent
+        if let users = try root.string("proxy-users") {
+            configuration.proxyUsers = try ProxyUsers.load(path: resolve(users, relativeTo: path))
+        }
         var health = ServerHealthSettings()
         if let value = try root.integer("server-check-interval-ms", in: 100...3_600_000) { health.interval = UInt64(value) }
         if let value = try root.integer("server-check-timeout-ms", in: 100...60_000) { health.timeout = UInt64(value) }

@@ -7,8 +7,17 @@ import Synchronization
 struct ListenerSpec {
     var address: SocketAddress
     var options: ListenerOptions
+    /// What the listener takes, for the log ("forward", "SOCKS5", "HTTP CONNECT", "transparent").
+    var kind: String
     /// Builds and starts the connection for an accepted socket, on the accepting loop.
     var accept: (ConnectionContext, Socket) -> Void
+
+    init(address: SocketAddress, options: ListenerOptions, kind: String = "", accept: @escaping (ConnectionContext, Socket) -> Void) {
+        self.address = address
+        self.options = options
+        self.kind = kind
+        self.accept = accept
+    }
 }
 
 /// Work a service runs beside its connections, on a loop of its own (health checks): started
@@ -93,7 +102,8 @@ public final class ProxyService: @unchecked Sendable {
     }
 
     private func logListening(_ spec: ListenerSpec) {
-        logger.info("\(name) listening on \(spec.address) (\(spec.options.mptcp ? "MPTCP" : "TCP"), \(loopCount) loop\(loopCount == 1 ? "" : "s"))")
+        let kind = spec.kind.isEmpty ? "" : "\(spec.kind), "
+        logger.info("\(name) listening on \(spec.address) (\(kind)\(spec.options.mptcp ? "MPTCP" : "TCP"), \(loopCount) loop\(loopCount == 1 ? "" : "s"))")
     }
 
     /// Opens `specs` on every loop; if any fails, closes what this call opened and throws.

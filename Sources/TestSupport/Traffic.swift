@@ -255,9 +255,12 @@ public final class HashServer: @unchecked Sendable {
     /// One checked transfer: upload `upload` pattern bytes, half-close, then read and verify
     /// the digest of the upload and `download` pattern bytes.
     public static func transfer(to address: SocketAddress, upload: Int, download: Int, seed: UInt64,
-                                timeoutSeconds: Int = 60, from source: IPAddress? = nil) throws -> TransferResult {
+                                timeoutSeconds: Int = 60, from source: IPAddress? = nil,
+                                prelude: (Int32) throws -> Void = { _ in }) throws -> TransferResult {
         let fd = try BlockingSocket.connect(to: address, timeoutSeconds: timeoutSeconds, from: source)
         defer { close(fd) }
+        // A proxy protocol's handshake (SOCKS5, HTTP CONNECT) before the checked stream.
+        try prelude(fd)
         var header = [UInt8](repeating: 0, count: 16)
         for i in 0..<8 {
             header[i] = UInt8(truncatingIfNeeded: UInt64(download) >> UInt64(56 - 8 * i))

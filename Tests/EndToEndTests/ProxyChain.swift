@@ -64,6 +64,8 @@ final class ProxyChain {
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
          destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
          serverFastOpen: Bool = false, extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
+         adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+         adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
          beforeStart: (Testbed) throws -> Void = { _ in }) throws {
         testbed = try Testbed(rates: rates, endpoints: pathManager == nil)
         do {
@@ -82,6 +84,7 @@ final class ProxyChain {
         // The testbed's origin has a private address, which the server refuses by default: the
         // operator of such a VPS opens it, as here.
         serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24")], name: "testbed origin")]
+        do { try adjustServer(&serverConfig) } catch { testbed.down(); throw error }
         server = ProxyServer(configuration: serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
         var extraServers: [ProxyServer] = []
         var extraServerRecords: [RecordLog] = []
@@ -100,6 +103,7 @@ final class ProxyChain {
                                destination: try SocketAddress(parsing: "\(Testbed.originAddress):\(destinationPort)"))],
             upstream: UpstreamEndpoint(servers: serverAddresses, key: clientKey))
         clientConfig.serverHealth = serverHealth
+        do { try adjustClient(&clientConfig) } catch { testbed.down(); throw error }
         clientConfig.namespace = testbed.namespace(.gw)
         clientConfig.loops = 2
         client = ProxyClient.makeService(clientConfig, logger: logger, onEnd: { [clientRecords] in clientRecords.append($0) })
@@ -180,10 +184,12 @@ final class ProxyChain {
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
+                  adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+                  adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
     let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
                                serverFastOpen: serverFastOpen, extraServerPorts: extraServerPorts, serverHealth: serverHealth,
-                               beforeStart: beforeStart)
+                               adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }

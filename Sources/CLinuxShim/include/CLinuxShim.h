@@ -45,7 +45,9 @@ int mpx_gettid(void);
 // Socket constants missing from Swift's view of the headers.
 extern const int MPX_IPPROTO_MPTCP;     // 262
 extern const int MPX_SOL_MPTCP;         // 284
-extern const int MPX_SO_ORIGINAL_DST;   // 80 (SOL_IP)
+extern const int MPX_SO_ORIGINAL_DST;   // 80 (SOL_IP; IP6T_SO_ORIGINAL_DST at SOL_IPV6 is 80 too)
+extern const int MPX_IP_TRANSPARENT;    // 19 (SOL_IP)
+extern const int MPX_IPV6_TRANSPARENT;  // 75 (SOL_IPV6)
 extern const int MPX_TCP_FASTOPEN;      // 23
 extern const int MPX_TCP_FASTOPEN_CONNECT; // 30
 extern const int MPX_TCP_NODELAY;

@@ -11,14 +11,26 @@ public struct FixedDestinationFrontend: Frontend {
 
     public private(set) var state: State = .connecting
     private let request: ConnectRequest
+    /// Known at accept to be refused (an intercepted connection with no usable destination).
+    private let refusal: ConvertProtocolError?
 
     /// - Parameter source: the LAN host (carried to the server for PROXY v2 when configured).
     public init(destination: Destination, source: SocketAddress?) {
         // The LAN host may already have sent its first bytes: they can ride with the request.
         request = ConnectRequest(destination: destination, mayHaveEarlyData: true, originalSource: source)
+        refusal = nil
     }
 
-    public mutating func start() -> FrontendStep { .connect(request) }
+    /// A connection to reset at once, logged with `failure`.
+    public init(refusing failure: ConvertProtocolError, source: SocketAddress?) {
+        request = ConnectRequest(destination: .name("refused", port: 0), originalSource: source)
+        refusal = failure
+    }
+
+    public mutating func start() -> FrontendStep {
+        if let refusal { return refused(refusal) }
+        return .connect(request)
+    }
 
     public mutating func refused(_ failure: ConvertProtocolError) -> FrontendStep {
         state = .closed
