@@ -25,6 +25,11 @@ public final class Testbed: @unchecked Sendable {
     public static let gatewayLANAddress = "10.10.0.1"
     public static let originAddress = "10.20.0.2"
     public static let pathAddresses = ["wifi": "10.1.1.1", "eth": "10.1.2.1", "cell": "10.1.3.1"]
+    /// IPv6 beside them: the server over wifi only, the LAN and origin sides.
+    public static let serverAddress6 = "fd00:9::9"
+    public static let gatewayLANAddress6 = "fd00:10::1"
+    public static let lanAddress6 = "fd00:10::2"
+    public static let originAddress6 = "fd00:20::2"
 
     public static var script: String {
         repositoryRoot + "/tools/testbed/testbed.sh"
@@ -35,11 +40,13 @@ public final class Testbed: @unchecked Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
-    public init(rates: Rates = Rates(), endpoints: Bool = true) throws {
+    /// - Parameter ipv6Path: give wifi IPv6 addresses too, over which gw reaches the server's
+    ///   IPv6 address (off by default: a path manager would take it as a fourth endpoint).
+    public init(rates: Rates = Rates(), endpoints: Bool = true, ipv6Path: Bool = false) throws {
         let prefix = "mpx" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try Testbed.run([Testbed.script, "up", prefix], environment: [
             "RATE_WIFI": rates.wifi, "RATE_ETH": rates.eth, "RATE_CELL": rates.cell,
-            "ENDPOINTS": endpoints ? "all" : "none",
+            "ENDPOINTS": endpoints ? "all" : "none", "IPV6_PATH": ipv6Path ? "1" : "0",
         ])
         self.prefix = prefix
     }

@@ -165,14 +165,45 @@ struct GatewayFrontendTests {
         }
     }
 
+    @Test("IPv6 all the way: LAN host to IPv6 SOCKS5 and HTTP CONNECT listeners, MPTCP to the server's IPv6 address, an IPv6 origin; every byte checked")
+    func ipv6() throws {
+        try withChain(ipv6Path: true, adjustClient: { config in
+            config.socks5 = [Self.address("[\(Testbed.gatewayLANAddress6)]:\(Self.socksPort)")]
+            config.httpConnect = [Self.address("[\(Testbed.gatewayLANAddress6)]:\(Self.httpPort)")]
+            config.upstream.servers = [Self.address("[\(Testbed.serverAddress6)]:\(ProxyChain.serverPort)")]
+        }) { chain in
+            let origin6 = try HashServer(namespace: chain.testbed.namespace(.origin), address: Self.address("[\(Testbed.originAddress6)]:\(ProxyChain.originPort)"))
+            defer { origin6.stop() }
+            let size = 300_000
+            let socks = try transfer(chain, via: Self.address("[\(Testbed.gatewayLANAddress6)]:\(Self.socksPort)"), size: size, seed: 41) { fd in
+                let code = try Self.socksConnect(fd, host: Testbed.originAddress6, port: ProxyChain.originPort)
+                guard code == 0 else { throw TrafficError("SOCKS5 reply \(code)") }
+            }
+            #expect(socks.uploaded == size && socks.downloaded == size)
+            let http = try transfer(chain, via: Self.address("[\(Testbed.gatewayLANAddress6)]:\(Self.httpPort)"), size: size, seed: 42) { fd in
+                let status = try Self.httpConnect(fd, target: "[\(Testbed.originAddress6)]:\(ProxyChain.originPort)")
+                guard status.hasPrefix("HTTP/1.1 200") else { throw TrafficError("HTTP CONNECT: \(status)") }
+            }
+            #expect(http.downloaded == size)
+            let ends = chain.clientRecords.wait(for: 2)
+            #expect(ends.allSatisfy { $0.destination == "[\(Testbed.originAddress6)]:\(ProxyChain.originPort)" && $0.peer?.address.bytes.count == 16 }, "\(ends)")
+            #expect(ends.allSatisfy { if case .mptcp = $0.transport { true } else { false } }, "the server leg is MPTCP over IPv6: \(ends.map(\.transport))")
+            let serverEnds = chain.serverRecords.wait(for: 2)
+            #expect(serverEnds.allSatisfy { $0.peer?.address.bytes.count == 16 }, "the server saw the client over IPv6: \(serverEnds)")
+        }
+    }
+
     @Test("interception: a LAN host with no proxy settings, redirected by nftables REDIRECT and by TPROXY; every byte checked; the interception port itself is refused")
     func transparent() throws {
         let secondOriginPort: UInt16 = 9003
         try withChain(adjustClient: { config in
-            config.transparent = [Self.address("0.0.0.0:\(Self.redirectPort)"), Self.address("0.0.0.0:\(Self.tproxyPort)")]
+            // Dual-stack listeners: IPv4 connections arrive on them as IPv4-mapped.
+            config.transparent = [Self.address("[::]:\(Self.redirectPort)"), Self.address("[::]:\(Self.tproxyPort)")]
         }) { chain in
             let tproxied = try HashServer(namespace: chain.testbed.namespace(.origin), address: Self.address("\(Testbed.originAddress):\(secondOriginPort)"))
             defer { tproxied.stop() }
+            let origin6 = try HashServer(namespace: chain.testbed.namespace(.origin), address: Self.address("[\(Testbed.originAddress6)]:\(ProxyChain.originPort)"))
+            defer { origin6.stop() }
             let rules = """
             table inet mpxtest {
                 chain nat_prerouting {
@@ -196,8 +227,14 @@ struct GatewayFrontendTests {
                 try HashServer.transfer(to: Self.address("\(Testbed.originAddress):\(secondOriginPort)"), upload: size, download: size, seed: 22, timeoutSeconds: 30)
             }
             #expect(tproxyResult.downloaded == size)
-            let ends = chain.clientRecords.wait(for: 2)
-            #expect(Set(ends.map(\.destination)) == ["\(Testbed.originAddress):\(ProxyChain.originPort)", "\(Testbed.originAddress):\(secondOriginPort)"])
+            // IPv6: the same REDIRECT rule (an inet table), the destination from IP6T_SO_ORIGINAL_DST.
+            let redirected6 = try OSThread.run(in: chain.testbed.namespace(.lan)) {
+                try HashServer.transfer(to: Self.address("[\(Testbed.originAddress6)]:\(ProxyChain.originPort)"), upload: size, download: size, seed: 23, timeoutSeconds: 30)
+            }
+            #expect(redirected6.downloaded == size)
+            let ends = chain.clientRecords.wait(for: 3)
+            #expect(Set(ends.map(\.destination)) == ["\(Testbed.originAddress):\(ProxyChain.originPort)", "\(Testbed.originAddress):\(secondOriginPort)",
+                                                     "[\(Testbed.originAddress6)]:\(ProxyChain.originPort)"])
             #expect(ends.allSatisfy { $0.reason == .completed && $0.transport == .mptcp(subflows: 3) }, "\(ends)")
             // Straight at the interception port: not intercepted, so refused rather than looped.
             let errno = try fromLAN(chain, to: Self.address("\(Testbed.gatewayLANAddress):\(Self.redirectPort)")) { fd -> Int32 in
@@ -221,8 +258,8 @@ struct InterceptionRulesTests {
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         process.arguments = ["netns", "exec", chain.testbed.namespace(.gw).name, Self.binary, "client",
                              "--server", "\(Testbed.serverAddress):\(ProxyChain.serverPort)", "--key-file", keyFile,
-                             "--transparent", "0.0.0.0:12399", "--install-rules", "--intercept", mode, "--lan-interface", "lan0",
-                             "--no-default-bypass", "--bypass", "10.10.0.0/24", "--block-quic", "--no-path-manager", "--loops", "1"]
+                             "--transparent", "[::]:12399", "--install-rules", "--intercept", mode, "--lan-interface", "lan0",
+                             "--no-default-bypass", "--bypass", "10.10.0.0/24", "--bypass", "fd00:10::/64", "--block-quic", "--no-path-manager", "--loops", "1"]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         return process
@@ -230,9 +267,9 @@ struct InterceptionRulesTests {
 
     func table(_ chain: ProxyChain) -> String? { try? chain.testbed.exec(.gw, ["nft", "list", "table", "inet", "mptcp_proxy"]) }
 
-    func interceptedTransfer(_ chain: ProxyChain, seed: UInt64) throws -> TransferResult {
+    func interceptedTransfer(_ chain: ProxyChain, seed: UInt64, to target: String = "\(Testbed.originAddress):\(ProxyChain.originPort)") throws -> TransferResult {
         try OSThread.run(in: chain.testbed.namespace(.lan)) {
-            try HashServer.transfer(to: try SocketAddress(parsing: "\(Testbed.originAddress):\(ProxyChain.originPort)"),
+            try HashServer.transfer(to: try SocketAddress(parsing: target),
                                     upload: 200_000, download: 200_000, seed: seed, timeoutSeconds: 20)
         }
     }
@@ -240,6 +277,8 @@ struct InterceptionRulesTests {
     @Test("installed on start, left by SIGKILL, replaced on restart (REDIRECT then TPROXY), removed on SIGTERM; transfers intercepted and checked")
     func lifecycle() throws {
         try withChain { chain in
+            let origin6 = try HashServer(namespace: chain.testbed.namespace(.origin), address: try SocketAddress(parsing: "[\(Testbed.originAddress6)]:\(ProxyChain.originPort)"))
+            defer { origin6.stop() }
             let keyFile = "/tmp/mptcp-proxy-rules-test-\(getpid()).key"
             let key = ProxyChain.key
             let hex = (0..<32).map { String(format: "%02x", $0) }.joined()  // ProxyChain.key's secret
@@ -248,6 +287,7 @@ struct InterceptionRulesTests {
             defer { unlink(keyFile) }
 
             let first = try start(chain, keyFile: keyFile, mode: "redirect")
+            defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
             #expect(millisecondsUntil(seconds: 10) { table(chain) != nil } != nil, "rules never appeared")
             let before = chain.serverRecords.all.count
             _ = try interceptedTransfer(chain, seed: 31)
@@ -260,12 +300,15 @@ struct InterceptionRulesTests {
             #expect(table(chain) != nil, "a crash leaves the rules behind (the next start replaces them)")
 
             let second = try start(chain, keyFile: keyFile, mode: "tproxy")
+            defer { if second.isRunning { kill(second.processIdentifier, SIGKILL); second.waitUntilExit() } }
             #expect(millisecondsUntil(seconds: 10) { table(chain)?.contains("tproxy to :12399") == true } != nil, "the restart did not replace the rules")
             let text = table(chain) ?? ""
             #expect(!text.contains("redirect") && text.components(separatedBy: "chain prerouting").count == 2, "exactly one table, the new one:\n\(text)")
             #expect((try? chain.testbed.exec(.gw, ["ip", "rule"]))?.contains("lookup 28016") == true)
+            #expect((try? chain.testbed.exec(.gw, ["ip", "-6", "rule"]))?.contains("lookup 28016") == true)
             _ = try interceptedTransfer(chain, seed: 32)
-            #expect(chain.serverRecords.wait(for: before + 2).count == before + 2)
+            _ = try interceptedTransfer(chain, seed: 33, to: "[\(Testbed.originAddress6)]:\(ProxyChain.originPort)")
+            #expect(chain.serverRecords.wait(for: before + 3).count == before + 3, "IPv4 and IPv6 through TPROXY")
 
             kill(second.processIdentifier, SIGTERM)
             second.waitUntilExit()

@@ -64,10 +64,10 @@ final class ProxyChain {
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
          destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
          serverFastOpen: Bool = false, extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
-         adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+         ipv6Path: Bool = false, adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
          adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
          beforeStart: (Testbed) throws -> Void = { _ in }) throws {
-        testbed = try Testbed(rates: rates, endpoints: pathManager == nil)
+        testbed = try Testbed(rates: rates, endpoints: pathManager == nil, ipv6Path: ipv6Path)
         do {
             try beforeStart(testbed)
             origin = try HashServer(namespace: testbed.namespace(.origin), address: try SocketAddress(parsing: "\(Testbed.originAddress):\(ProxyChain.originPort)"))
@@ -77,13 +77,16 @@ final class ProxyChain {
         }
         var logger = Logger(label: "e2e")
         logger.logLevel = .notice
-        var serverConfig = ServerConfiguration(listen: [try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)")], keys: [ProxyChain.key])
+        var serverConfig = ServerConfiguration(listen: [try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)"),
+                                                        try SocketAddress(parsing: "[\(Testbed.serverAddress6)]:\(ProxyChain.serverPort)")],
+                                               keys: [ProxyChain.key])
         serverConfig.namespace = testbed.namespace(.vps)
         serverConfig.loops = 2
         if serverFastOpen { serverConfig.fastOpenQueue = 256 }
         // The testbed's origin has a private address, which the server refuses by default: the
         // operator of such a VPS opens it, as here.
-        serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24")], name: "testbed origin")]
+        serverConfig.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "10.20.0.0/24"), try IPNetwork(parsing: "fd00:20::/64")],
+                                         name: "testbed origin")]
         do { try adjustServer(&serverConfig) } catch { testbed.down(); throw error }
         server = ProxyServer(configuration: serverConfig, logger: logger, onEnd: { [serverRecords] in serverRecords.append($0) })
         var extraServers: [ProxyServer] = []
@@ -184,12 +187,12 @@ final class ProxyChain {
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
-                  adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+                  ipv6Path: Bool = false, adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
                   adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
     let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
                                serverFastOpen: serverFastOpen, extraServerPorts: extraServerPorts, serverHealth: serverHealth,
-                               adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
+                               ipv6Path: ipv6Path, adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }

@@ -11,6 +11,11 @@
 #   vps     10.9.9.9    (on lo) mptcp-proxy server; path ends 10.1.{1,2,3}.2; origin side 10.20.0.1
 #   origin  10.20.0.2   ordinary TCP servers
 #
+# IPv6 beside it (unique-local, no DAD): lan fd00:10::2 (default via gw fd00:10::1), origin
+# fd00:20::2 (vps side fd00:20::1), the server fd00:9::9 on vps's lo; with IPV6_PATH=1 it is
+# reached over wifi (gw fd00:1:1::1, vps fd00:1:1::2; no MPTCP endpoint: an IPv6 connection has
+# one path). Off by default: a path manager would take that address as a fourth endpoint.
+#
 # Every name starts with a per-run prefix so runs never collide, and `down` removes all
 # of a prefix's namespaces (their veths go with them). Rates are tbf, both directions;
 # there is no netem here, so paths differ in rate, hardly in delay.
@@ -25,6 +30,7 @@ RATE_CELL=${RATE_CELL:-20mbit}
 # ENDPOINTS=all: the script itself adds gw's MPTCP endpoints and per-source routing tables.
 # ENDPOINTS=none leaves both to a path manager (its tests, `mptcp-proxy pm`).
 ENDPOINTS=${ENDPOINTS:-all}
+IPV6_PATH=${IPV6_PATH:-0}
 
 die() { echo "testbed: $*" >&2; exit 1; }
 
@@ -65,6 +71,13 @@ up() {
     ip -n "$P-origin" link set vps0 up
     ip -n "$P-origin" route add default via 10.20.0.1
     ip -n "$P-vps" addr add 10.9.9.9/32 dev lo
+    ip -n "$P-lan" addr add fd00:10::2/64 dev gw0 nodad
+    ip -n "$P-lan" -6 route add default via fd00:10::1
+    ip -n "$P-gw" addr add fd00:10::1/64 dev lan0 nodad
+    ip -n "$P-vps" addr add fd00:20::1/64 dev origin0 nodad
+    ip -n "$P-origin" addr add fd00:20::2/64 dev vps0 nodad
+    ip -n "$P-origin" -6 route add default via fd00:20::1
+    ip -n "$P-vps" addr add fd00:9::9/128 dev lo
     # Three shaped paths gw <-> vps, each with its own routing table on gw.
     local i=1 table
     for path in wifi eth cell; do
@@ -82,6 +95,11 @@ up() {
         i=$((i + 1))
     done
     ip -n "$P-gw" route add 10.9.9.9/32 via 10.1.1.2 dev wifi
+    if [[ $IPV6_PATH == 1 ]]; then
+        ip -n "$P-gw" addr add fd00:1:1::1/64 dev wifi nodad
+        ip -n "$P-vps" addr add fd00:1:1::2/64 dev wifi nodad
+        ip -n "$P-gw" -6 route add fd00:9::9/128 via fd00:1:1::2 dev wifi
+    fi
     # MPTCP: room for a subflow per path on both ends; TFO server side on vps.
     ip -n "$P-gw" mptcp limits set subflows 8 add_addr_accepted 8
     ip -n "$P-vps" mptcp limits set subflows 8 add_addr_accepted 8
