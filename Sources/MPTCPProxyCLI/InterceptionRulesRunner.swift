@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import Logging
 import DataPlane
 import Proxy
@@ -85,27 +85,60 @@ struct InterceptionRulesRunner {
         var description: String
     }
 
-    @discardableResult
-    static func run(_ tool: String, _ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        guard let path = ["/usr/sbin/\(tool)", "/sbin/\(tool)", "/usr/bin/\(tool)", "/bin/\(tool)"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+    /// Runs a system tool with `input` on its standard input; throws with its error output if it
+    /// fails. posix_spawn, not Foundation's Process: the static binary leaves Foundation out.
+    static func run(_ tool: String, _ arguments: [String], input: String? = nil) throws {
+        let candidates: [String] = ["/usr/sbin/\(tool)", "/sbin/\(tool)", "/usr/bin/\(tool)", "/bin/\(tool)"]
+        guard let path = candidates.first(where: { access($0, X_OK) == 0 }) else {
             throw CommandFailed(description: "\(tool) not found (install nftables / iproute2)")
         }
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CommandFailed(description: "\(tool) \(arguments.joined(separator: " ")): \(String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        var stdinPipe: [Int32] = [0, 0], stderrPipe: [Int32] = [0, 0]
+        guard pipe(&stdinPipe) == 0, pipe(&stderrPipe) == 0 else {
+            throw CommandFailed(description: "pipe: \(String(cString: strerror(errno)))")
         }
-        return String(decoding: output, as: UTF8.self)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        for fd in stdinPipe + stderrPipe { posix_spawn_file_actions_addclose(&actions, fd) }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        close(stdinPipe[0])
+        close(stderrPipe[1])
+        guard spawned == 0 else {
+            close(stdinPipe[1])
+            close(stderrPipe[0])
+            throw CommandFailed(description: "\(tool): \(String(cString: strerror(spawned)))")
+        }
+        if let input {
+            var bytes = Array(input.utf8)[...]
+            while !bytes.isEmpty {
+                let n = bytes.withUnsafeBytes { write(stdinPipe[1], $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                bytes = bytes.dropFirst(n)
+            }
+        }
+        close(stdinPipe[1])
+        var errors: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(stderrPipe[0], &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            errors += buffer[0..<n]
+        }
+        close(stderrPipe[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Exited normally with 0 (WIFEXITED && WEXITSTATUS == 0).
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            let text = String(decoding: errors, as: UTF8.self).split(separator: "\n").joined(separator: "; ")
+            throw CommandFailed(description: "\(tool) \(arguments.joined(separator: " ")): \(text.isEmpty ? "status \(status)" : text)")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import DataPlane
+import CLinuxShim
 import Glibc
 import Logging
 import MPTCPKernel
@@ -22,6 +23,9 @@ public final class PathManagerService: @unchecked Sendable {
     private let logger: Logger
     private var thread: OSThread?
     private let stopRequested = Atomic<Bool>(false)
+    /// Written by `stop()`: the thread sleeps in poll(2) on its sockets and this, with no
+    /// timeout, so an idle path manager never wakes up.
+    private let stopEvent = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
     private let started = ResultsBox<Void>(count: 1)
     /// Every command carried out, with its outcome (for tests and metrics).
     public let journal = CommandJournal()
@@ -47,9 +51,13 @@ public final class PathManagerService: @unchecked Sendable {
 
     public func stop() {
         stopRequested.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(stopEvent, &one, 8)
         thread?.join()
         thread = nil
     }
+
+    deinit { close(stopEvent) }
 
     private func run() {
         let monitor: RouteClient
@@ -78,10 +86,10 @@ public final class PathManagerService: @unchecked Sendable {
         if events == nil { logger.warning("not subscribed to MPTCP events (needs CAP_NET_ADMIN); link and address changes still handled") }
         started.set(0, .success(()))
 
-        var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0)]
         if let events { fds.append(pollfd(fd: events.fd, events: Int16(POLLIN), revents: 0)) }
         while !stopRequested.load(ordering: .acquiring) {
-            let ready = poll(&fds, nfds_t(fds.count), 100)
+            let ready = poll(&fds, nfds_t(fds.count), -1)
             if ready <= 0 { continue }
             if fds[0].revents != 0 {
                 do {
@@ -97,7 +105,7 @@ public final class PathManagerService: @unchecked Sendable {
                     logger.error("rtnetlink monitor: \(error); state may be stale")
                 }
             }
-            if let events, fds.count > 1, fds[1].revents != 0 {
+            if let events, fds.count > 2, fds[2].revents != 0 {
                 for event in (try? events.pending()) ?? [] {
                     logger.debug("mptcp event: \(event)")
                 }
