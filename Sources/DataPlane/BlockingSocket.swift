@@ -1,3 +1,4 @@
+import CLinuxShim
 import Glibc
 
 /// Blocking client-socket calls with send/receive deadlines, for the few places that talk to a
@@ -7,8 +8,9 @@ public enum BlockingSocket {
     /// A connected TCP socket whose sends and receives give up after `timeoutSeconds`.
     /// A connected TCP socket whose sends and receives give up after `timeoutSeconds`, from
     /// `source` when given (e.g. another loopback address).
-    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10, from source: IPAddress? = nil) throws(SystemError) -> Int32 {
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    public static func connect(to address: SocketAddress, timeoutSeconds: Int = 10, from source: IPAddress? = nil,
+                               mptcp: Bool = false) throws(SystemError) -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), mptcp ? MPX_IPPROTO_MPTCP : 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
         if let source {
             let local = SocketAddress(source, port: 0)

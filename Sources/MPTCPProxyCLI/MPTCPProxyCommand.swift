@@ -11,7 +11,8 @@ struct MPTCPProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mptcp-proxy",
         abstract: "Multipath TCP aggregating proxy: plain TCP in, MPTCP across every uplink, plain TCP out.",
-        subcommands: [ClientCommand.self, ServerCommand.self, PathManagerCommand.self, ReloadCommand.self])
+        version: "0.4.0",
+        subcommands: [ClientCommand.self, ServerCommand.self, PathManagerCommand.self, ReloadCommand.self, CheckCommand.self, KeygenCommand.self])
 }
 
 /// Options every long-running subcommand shares. Every number is range-checked here exactly as

@@ -353,3 +353,70 @@ final class TextHTTPServer: @unchecked Sendable {
         close(listenFD)
     }
 }
+
+/// `mptcp-proxy check` and `keygen` as an operator runs them, in a namespace of their own that
+/// has only loopback: each condition set for real, the report read back.
+@Suite("mptcp-proxy check in a namespace", .serialized, .enabled(if: kernelTestsEnabled, "needs root, netns and MPTCP"))
+struct HostCheckCommandTests {
+    static let binary = Testbed.repositoryRoot + "/.build/debug/mptcp-proxy"
+
+    /// Runs the binary in `namespace`; returns its output and whether it exited 0.
+    func run(_ namespace: String, _ arguments: [String]) -> (output: String, success: Bool) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace, Self.binary] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        do { try process.run() } catch { return ("\(error)", false) }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (String(decoding: data, as: UTF8.self), process.terminationStatus == 0)
+    }
+
+    @Test("MPTCP off, limits at zero, strict rp_filter, a server that is not there, one that answers, a wrong key")
+    func conditions() throws {
+        let namespace = "mpxcheck\(getpid() % 10000)"
+        _ = try Testbed.run(["ip", "netns", "add", namespace])
+        defer { _ = try? Testbed.run(["ip", "netns", "del", namespace]) }
+        _ = try Testbed.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+        _ = try Testbed.run(["ip", "-n", namespace, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
+        let directory = "/tmp/mptcp-proxy-check-\(getpid())"
+        _ = try Testbed.run(["mkdir", "-p", directory])
+        defer { _ = try? Testbed.run(["rm", "-rf", directory]) }
+
+        // keygen: the client's file and the server's line, mode 600; never overwrites.
+        #expect(run(namespace, ["keygen", "gw-check", "--client-file", "\(directory)/client.key", "--server-file", "\(directory)/clients.keys"]).success)
+        #expect(try Testbed.run(["stat", "-c", "%a", "\(directory)/client.key"]).hasPrefix("600"))
+        #expect(try Testbed.run(["cat", "\(directory)/client.key"]) == (try Testbed.run(["cat", "\(directory)/clients.keys"])))
+        #expect(!run(namespace, ["keygen", "gw-check", "--client-file", "\(directory)/client.key"]).success, "an existing key file is never overwritten")
+        #expect(run(namespace, ["keygen", "other"]).output.hasPrefix("other "), "no files: the line on stdout")
+
+        _ = try Testbed.run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.mptcp.enabled=0"])
+        var report = run(namespace, ["check"])
+        #expect(!report.success && report.output.contains("BLOCKING MPTCP: net.mptcp.enabled is 0"), "\(report.output)")
+
+        _ = try Testbed.run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.mptcp.enabled=1"])
+        _ = try Testbed.run(["ip", "-n", namespace, "mptcp", "limits", "set", "subflows", "0", "add_addr_accepted", "0"])
+        _ = try Testbed.run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv4.conf.uplink0.rp_filter=1"])
+        report = run(namespace, ["check"])
+        #expect(report.success, "warnings only: \(report.output)")
+        #expect(report.output.contains("WARNING MPTCP limits: subflows 0"), "\(report.output)")
+        #expect(report.output.contains("WARNING rp_filter: strict reverse-path filtering on uplink0"), "\(report.output)")
+
+        // The server endpoint: nothing listening, then a real server on loopback, then a wrong key.
+        report = run(namespace, ["check", "--server", "127.0.0.1:4443", "--key-file", "\(directory)/client.key"])
+        #expect(!report.success && report.output.contains("BLOCKING server 127.0.0.1:4443: no connection"), "\(report.output)")
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", namespace, Self.binary, "server", "--listen", "127.0.0.1:4443", "--keys", "\(directory)/clients.keys", "--loops", "1"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() } }
+        #expect(millisecondsUntil(seconds: 5) { run(namespace, ["check", "--server", "127.0.0.1:4443", "--key-file", "\(directory)/client.key"]).output.contains("ok      server 127.0.0.1:4443: answers the Info exchange over MPTCP") } != nil)
+        #expect(run(namespace, ["keygen", "stranger", "--client-file", "\(directory)/stranger.key"]).success)
+        report = run(namespace, ["check", "--server", "127.0.0.1:4443", "--key-file", "\(directory)/stranger.key"])
+        #expect(!report.success && report.output.contains("refused: Not Authorized"), "\(report.output)")
+    }
+}

@@ -100,7 +100,7 @@ public final class ServerEndpoints: Sendable {
         }
     }
 
-    static func infoProbe(key: ClientKey) -> HealthProbe {
+    public static func infoProbe(key: ClientKey) -> HealthProbe {
         HealthProbe(mptcp: true, request: {
             (try? ConvertMessage.signedRequest([.info], key: key, timestamp: unixMilliseconds())) ?? []
         }, judge: { received, ended in
