@@ -157,10 +157,21 @@ struct HandshakeStateMachineTests {
         let decoded = try ConvertMessage.decode(message)
         #expect(decoded.message.connect?.0 == destination && decoded.message.originalSource == lan)
         #expect(try ConvertAuthenticator(keys: [key], floor: 0).authenticate(decoded, wallNow: 1_000_000, monotonicNow: 1) == "gw")
-        #expect(upstream.dialed(.connected(server)) == .read(.outbound, upTo: 8))
+        // Connected: what the LAN host sent during the handshake goes out behind the request,
+        // before the reply is awaited (the server relays it once it has connected).
+        #expect(upstream.dialed(.connected(server)) == .readAvailable(.inbound, upTo: ConvertUpstream.lateDataLimit))
+        #expect(upstream.received(.inbound, Array(" HTTP/1.1".utf8)) == .send(.outbound, Array(" HTTP/1.1".utf8)))
+        #expect(upstream.sent(.outbound) == .read(.outbound, upTo: 8))
+        #expect(upstream.earlyBytesCarried == 5 + 9)
         let success = try ConvertMessage.success(info: true).encoded()
         #expect(upstream.received(.outbound, Array(success[0..<8])) == .read(.outbound, upTo: success.count - 8))
         #expect(upstream.received(.outbound, Array(success[8...])) == .connected)
+        // Nothing more from the LAN host by then: straight to the reply.
+        var quiet = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
+        _ = quiet.start(ConnectRequest(destination: .address(destination), mayHaveEarlyData: true), wallMilliseconds: 1)
+        _ = quiet.received(.inbound, [])
+        #expect(quiet.dialed(.connected(server)) == .readAvailable(.inbound, upTo: ConvertUpstream.lateDataLimit))
+        #expect(quiet.received(.inbound, []) == .read(.outbound, upTo: 8))
         var headerOnly = ConvertUpstream(endpoint: UpstreamEndpoint(server: server, key: key), servers: ServerEndpoints([server]), connectTimeout: 3_000)
         _ = headerOnly.start(ConnectRequest(destination: .address(destination)), wallMilliseconds: 1)
         _ = headerOnly.dialed(.connected(server))

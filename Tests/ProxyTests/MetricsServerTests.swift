@@ -27,7 +27,8 @@ struct MetricsServerTests {
 
     @Test("GET /metrics answers 200 with the text; other paths 404, other methods 405; a silent client is dropped")
     func endpoint() throws {
-        let server = try MetricsServer(listen: try SocketAddress(parsing: "127.0.0.1:39100"), namespace: nil,
+        // Port 0: a fixed port in the ephemeral range collides with other tests' outgoing connections.
+        let server = try MetricsServer(listen: SocketAddress(.v4([127, 0, 0, 1]), port: 0), namespace: nil,
                                        render: { "mptcp_proxy_connections_active{role=\"client\"} 7\n" })
         server.start(logger: Logger(label: "test"))
         defer { server.stop() }

@@ -42,10 +42,18 @@ public struct ConvertUpstream: Upstream {
     /// Receive buffer of the MPTCP leg (see ConnectionDriver.openAttempt).
     public static let mptcpReceiveBuffer: Int32 = 4 << 20
 
+    /// After the handshake, LAN bytes that arrived meanwhile go out behind the request before
+    /// the reply is read (at most this many): the server relays them as soon as it has
+    /// connected, instead of one round trip after its reply reached us.
+    static let lateDataLimit = 16_384
+
     public enum State: Equatable {
         case idle
         case readingEarlyData
         case connecting
+        /// Connected: taking what the LAN host has sent since the dial began.
+        case readingLateData
+        case sendingLateData
         case awaitingReply
         case connected
         case failed
@@ -115,11 +123,23 @@ public struct ConvertUpstream: Upstream {
         switch (state, side) {
         case (.readingEarlyData, .inbound):
             return dial(earlyData: bytes)
+        case (.readingLateData, .inbound):
+            guard !bytes.isEmpty else { return awaitReply() }
+            earlyBytesCarried += bytes.count
+            state = .sendingLateData
+            return .send(.outbound, bytes)
         case (.awaitingReply, .outbound):
             return readReply(bytes)
         default:
             return impossible("\(bytes.count) bytes on \(side)")
         }
+    }
+
+    private mutating func awaitReply() -> UpstreamStep {
+        state = .awaitingReply
+        // Every reply is a header and at least one TLV, 8 bytes: reading those at once never
+        // reads a relayed byte (a header-only "reply" is refused below) and saves a read.
+        return .read(.outbound, upTo: Self.smallestReply)
     }
 
     private mutating func readReply(_ bytes: [UInt8]) -> UpstreamStep {
@@ -148,7 +168,10 @@ public struct ConvertUpstream: Upstream {
         case (.readingEarlyData, .inbound):
             // The LAN host sent nothing yet and half-closed: still connect; the relay forwards the FIN.
             return dial(earlyData: [])
-        case (.awaitingReply, .outbound), (.connecting, .outbound):
+        case (.readingLateData, .inbound):
+            // Half-closed after its first bytes (or none): the relay sees the EOF and forwards it.
+            return awaitReply()
+        case (.awaitingReply, .outbound), (.connecting, .outbound), (.sendingLateData, .outbound), (.readingLateData, .outbound):
             state = .failed
             let shown = server.map { "\($0)" } ?? "?"
             if let server { servers.record(server, success: false, evidence: .connection, detail: "closed before its reply") }
@@ -168,10 +191,14 @@ public struct ConvertUpstream: Upstream {
             }
             servers.record(address, success: true, evidence: .connection, detail: "connected")
             server = address
-            state = .awaitingReply
-            // Every reply is a header and at least one TLV, 8 bytes: reading those at once never
-            // reads a relayed byte (a header-only "reply" is refused below) and saves a read.
-            return .read(.outbound, upTo: Self.smallestReply)
+            if request?.mayHaveEarlyData == true {
+                // A client-speaks-first protocol's request usually lands during the handshake.
+                // Sending it now is safe: the server reads exactly its request, leaves what
+                // follows in the socket, relays it after success and discards it after an error.
+                state = .readingLateData
+                return .readAvailable(.inbound, upTo: Self.lateDataLimit)
+            }
+            return awaitReply()
         case .failed(let errno):
             state = .failed
             // The dial's deadline may have come before every server was tried.
@@ -182,7 +209,10 @@ public struct ConvertUpstream: Upstream {
         }
     }
 
-    public mutating func sent(_ side: Side) -> UpstreamStep { impossible("send completed on \(side)") }
+    public mutating func sent(_ side: Side) -> UpstreamStep {
+        guard state == .sendingLateData, side == .outbound else { return impossible("send completed on \(side)") }
+        return awaitReply()
+    }
     public mutating func resolved(_ addresses: [IPAddress], error: String?) -> UpstreamStep { impossible("resolved") }
 
     private mutating func impossible(_ event: String) -> UpstreamStep {
