@@ -147,7 +147,7 @@ struct GatewayFrontendTests {
         }
     }
 
-    @Test("curl through SOCKS5 (--socks5-hostname) and HTTP CONNECT (-p -x) to an HTTP server the server names")
+    @Test("curl through SOCKS5 (--socks5-hostname) and HTTP CONNECT (-p -x): to an HTTP server only the server can name, and to one on origin")
     func curl() throws {
         try withProxyChain { chain, _ in
             let body = (0..<40_000).map { String($0 % 997, radix: 16) }.joined(separator: ",")
@@ -158,6 +158,12 @@ struct GatewayFrontendTests {
             #expect(viaSOCKS == body, "curl through SOCKS5 got \(viaSOCKS.count) of \(body.count) bytes")
             let viaHTTP = try chain.testbed.exec(.lan, ["curl", "-sS", "--max-time", "20", "-p", "-x", "http://\(Testbed.gatewayLANAddress):\(Self.httpPort)", url])
             #expect(viaHTTP == body, "curl through HTTP CONNECT got \(viaHTTP.count) of \(body.count) bytes")
+            // And to an HTTP server on origin, by address.
+            let onOrigin = try TextHTTPServer(namespace: chain.testbed.namespace(.origin), address: Self.address("\(Testbed.originAddress):8000"), body: body)
+            defer { onOrigin.stop() }
+            let originURL = "http://\(Testbed.originAddress):8000/"
+            #expect(try chain.testbed.exec(.lan, ["curl", "-sS", "--max-time", "20", "--socks5-hostname", "\(Testbed.gatewayLANAddress):\(Self.socksPort)", originURL]) == body)
+            #expect(try chain.testbed.exec(.lan, ["curl", "-sS", "--max-time", "20", "-p", "-x", "http://\(Testbed.gatewayLANAddress):\(Self.httpPort)", originURL]) == body)
             // And curl's view of a refusal.
             #expect(throws: (any Error).self) {
                 try chain.testbed.exec(.lan, ["curl", "-sS", "--max-time", "20", "--socks5-hostname", "\(Testbed.gatewayLANAddress):\(Self.socksPort)", "http://192.168.0.1/"])
