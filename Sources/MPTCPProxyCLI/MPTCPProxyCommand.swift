@@ -215,7 +215,8 @@ struct ClientCommand: ParsableCommand {
             throw ValidationError("--server-check-interval-ms \(interval) is outside 100...3600000")
         }
         let listeners = listen.count + socks5.count + httpConnect.count + transparent.count
-        if config == nil && (listeners == 0 || server.isEmpty || keyFile == nil) {
+        // Printing the interception rules needs the servers (they are bypassed), not the key.
+        if config == nil && (listeners == 0 || server.isEmpty || (keyFile == nil && !interception.printRules)) {
             throw ValidationError("give --config FILE, or --server, --key-file and at least one of --listen/--to, --socks5, --http-connect, --transparent")
         }
     }
@@ -226,7 +227,7 @@ struct ClientCommand: ParsableCommand {
         if let config {
             configuration = try ClientConfiguration.load(path: config)
         } else {
-            let key = try loadKeys(keyFile!, single: true, logger: logger)[0]
+            let key = try keyFile.map { try loadKeys($0, single: true, logger: logger)[0] } ?? ClientKey(id: "unused", secret: [])
             configuration = ClientConfiguration(forwards: [], upstream: UpstreamEndpoint(servers: [], key: key))
         }
         if !server.isEmpty { configuration.upstream.servers = try server.map { try parseAddress($0, option: "--server") } }
@@ -243,7 +244,10 @@ struct ClientCommand: ParsableCommand {
         if !socks5.isEmpty { configuration.socks5 = try socks5.map { try parseAddress($0, option: "--socks5") } }
         if !httpConnect.isEmpty { configuration.httpConnect = try httpConnect.map { try parseAddress($0, option: "--http-connect") } }
         if !transparent.isEmpty { configuration.transparent = try transparent.map { try parseAddress($0, option: "--transparent") } }
-        if let proxyUsers { configuration.proxyUsers = try ProxyUsers.load(path: proxyUsers) }
+        if let proxyUsers {
+            if let warning = KeyFile.permissionWarning(path: proxyUsers) { logger.warning("proxy users: \(warning)") }
+            configuration.proxyUsers = try ProxyUsers.load(path: proxyUsers)
+        }
         if noMptcp { configuration.upstream.mptcp = false }
         if noFastOpen { configuration.upstream.fastOpen = false }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
