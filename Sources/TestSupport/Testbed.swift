@@ -42,12 +42,16 @@ public final class Testbed: @unchecked Sendable {
 
     /// - Parameter ipv6Path: give wifi IPv6 addresses too, over which gw reaches the server's
     ///   IPv6 address (off by default: a path manager would take it as a fourth endpoint).
-    public init(rates: Rates = Rates(), endpoints: Bool = true, ipv6Path: Bool = false) throws {
+    /// - Parameter delays: one-way delay in milliseconds per path ("wifi", "eth", "cell"), at both
+    ///   ends (round trip: twice it); none by default.
+    public init(rates: Rates = Rates(), endpoints: Bool = true, ipv6Path: Bool = false, delays: [String: Int] = [:]) throws {
         let prefix = "mpx" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        try Testbed.run([Testbed.script, "up", prefix], environment: [
+        var environment = [
             "RATE_WIFI": rates.wifi, "RATE_ETH": rates.eth, "RATE_CELL": rates.cell,
             "ENDPOINTS": endpoints ? "all" : "none", "IPV6_PATH": ipv6Path ? "1" : "0",
-        ])
+        ]
+        for (path, milliseconds) in delays { environment["DELAY_\(path.uppercased())"] = "\(milliseconds)" }
+        try Testbed.run([Testbed.script, "up", prefix], environment: environment)
         self.prefix = prefix
     }
 
@@ -59,6 +63,26 @@ public final class Testbed: @unchecked Sendable {
     @discardableResult
     public func exec(_ host: Host, _ arguments: [String]) throws -> String {
         try Testbed.run(["ip", "netns", "exec", "\(prefix)-\(host.rawValue)"] + arguments)
+    }
+
+    /// An impairment on one path, now: `.delay(ms)` one way, `.loss(percent)` one way at each
+    /// end, `.blackhole(Bool)` (link up, everything dropped), `.rate("10mbit")`.
+    public enum Impairment: Sendable {
+        case delay(Int)
+        case loss(Int)
+        case blackhole(Bool)
+        case rate(String)
+    }
+
+    public func impair(_ path: String, _ impairment: Impairment) throws {
+        let (kind, value): (String, String)
+        switch impairment {
+        case .delay(let ms): (kind, value) = ("delay", "\(ms)")
+        case .loss(let percent): (kind, value) = ("loss", "\(percent)")
+        case .blackhole(let on): (kind, value) = ("blackhole", on ? "on" : "off")
+        case .rate(let rate): (kind, value) = ("rate", rate)
+        }
+        try Testbed.run([Testbed.script, "impair", prefix, path, kind, value])
     }
 
     public func down() {

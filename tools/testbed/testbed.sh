@@ -20,7 +20,16 @@
 # of a prefix's namespaces (their veths go with them). Rates are tbf, both directions;
 # there is no netem here, so paths differ in rate, hardly in delay.
 #
-# Usage: testbed.sh up [PREFIX] | down [PREFIX] | down-all | exec [PREFIX] NS CMD... | show [PREFIX]
+# Impairments (docs/testbed.md), per path, at start (DELAY_WIFI=5 DELAY_ETH=10 DELAY_CELL=40, one-way
+# milliseconds; LOSS_WIFI=5, percent one way each; 0 or unset: off) or mid-run:
+#   testbed.sh impair PREFIX PATH delay MS | loss PERCENT | blackhole on|off | rate RATE
+# Delay: there is no netem in this kernel; each side's ingress of the path goes through an
+# NFQUEUE (iptables-nft, queue-bypass) to tools/testbed/delayline, which holds each verdict MS
+# ms. Ingress, not egress: a sender's own queued packets count against TCP small queues and
+# cap its window (measured: 2.2 Mbit/s at 40 ms RTT on egress, 36.9 on ingress). Loss: nftables
+# `numgen random`. Black hole: the link stays up, nftables drops everything on it.
+#
+# Usage: testbed.sh up [PREFIX] | down [PREFIX] | down-all | exec [PREFIX] NS CMD... | show [PREFIX] | impair ...
 set -euo pipefail
 
 STATE_DIR=/run/mptcp-proxy-testbed
@@ -111,6 +120,11 @@ up() {
     ns vps sysctl -qw net.ipv4.tcp_fastopen=3
     ns gw sysctl -qw net.ipv4.tcp_fastopen=3
     wait_links_up
+    local path_name value
+    for path_name in wifi eth cell; do
+        value=DELAY_${path_name^^}; [[ ${!value:-0} -gt 0 ]] && set_delay "$path_name" "${!value}"
+        value=LOSS_${path_name^^}; [[ ${!value:-0} -gt 0 ]] && set_filter "$path_name" loss "${!value}"
+    done
     trap - ERR
     mkdir -p "$STATE_DIR"
     echo "$P" > "$STATE_DIR/current"
@@ -134,8 +148,88 @@ wait_links_up() {  # veth carrier comes up asynchronously; tests must not race i
     done
 }
 
+# The delay line, compiled on first use (C, libmnl) into the state directory.
+delayline_binary() {
+    local src bin
+    src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/delayline/main.c
+    bin=$STATE_DIR/mpx-delayline
+    mkdir -p "$STATE_DIR"
+    if [[ ! -x $bin || $src -nt $bin ]]; then
+        local cc=${CC:-}
+        [[ -n $cc ]] || cc=$(command -v cc || command -v gcc || command -v clang) || die "no C compiler for the delay line"
+        "$cc" -O2 -Wall -o "$bin.tmp" "$src" -lmnl && mv "$bin.tmp" "$bin"
+    fi
+    echo "$bin"
+}
+
+# Queue number of a path's delay line (one per path and namespace).
+path_queue() { case $1 in wifi) echo 11 ;; eth) echo 12 ;; cell) echo 13 ;; *) die "unknown path $1" ;; esac; }
+
+set_delay() {  # set_delay PATH MS (one way, applied at both ends' ingress)
+    local path=$1 ms=$2 q bin n pidfile
+    q=$(path_queue "$path")
+    for n in gw vps; do
+        pidfile=$STATE_DIR/$P.delay.$n.$path
+        if [[ -f $pidfile ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+        ns "$n" iptables -t mangle -D PREROUTING -i "$path" -j NFQUEUE --queue-num "$q" --queue-bypass 2>/dev/null || true
+    done
+    [[ $ms -gt 0 ]] || return 0
+    bin=$(delayline_binary)
+    for n in gw vps; do
+        pidfile=$STATE_DIR/$P.delay.$n.$path
+        # No inherited stdout: whoever reads the script's output would wait for the daemon to end.
+        ip netns exec "$P-$n" "$bin" --queue "$q" --delay-ms "$ms" </dev/null >/dev/null 2>&1 &
+        echo $! > "$pidfile"
+    done
+    sleep 0.1  # bound before packets are queued to it (bypass lets them through until then)
+    for n in gw vps; do ns "$n" iptables -t mangle -A PREROUTING -i "$path" -j NFQUEUE --queue-num "$q" --queue-bypass; done
+}
+
+# Loss and black holes live in one nftables table per namespace, rebuilt from the state files.
+set_filter() {  # set_filter PATH loss PERCENT | PATH blackhole on|off
+    local path=$1 kind=$2 value=$3 n
+    echo "$value" > "$STATE_DIR/$P.$kind.$path"
+    for n in gw vps; do
+        local rules_in="" rules_out="" f p v
+        for f in "$STATE_DIR/$P".loss.* "$STATE_DIR/$P".blackhole.*; do
+            [[ -f $f ]] || continue
+            p=${f##*.}; v=$(cat "$f")
+            case $f in
+                *.loss.*) [[ $v -gt 0 ]] && rules_in+="iifname \"$p\" numgen random mod 100 < $v drop; " ;;
+                *.blackhole.*) [[ $v == on ]] && { rules_in+="iifname \"$p\" drop; "; rules_out+="oifname \"$p\" drop; "; } ;;
+            esac
+        done
+        ns "$n" nft -f - <<NFT
+table inet mpx_impair {}
+delete table inet mpx_impair
+table inet mpx_impair {
+    chain in { type filter hook prerouting priority -300; policy accept; $rules_in}
+    chain out { type filter hook postrouting priority 300; policy accept; $rules_out}
+}
+NFT
+    done
+}
+
+impair() {  # impair PREFIX PATH delay MS | loss PERCENT | blackhole on|off | rate RATE
+    P=$1; local path=$2 kind=$3 value=$4
+    path_queue "$path" >/dev/null
+    case $kind in
+        delay) set_delay "$path" "$value" ;;
+        loss) set_filter "$path" loss "$value" ;;
+        blackhole) set_filter "$path" blackhole "$value" ;;
+        rate) shape gw "$path" "$value"; shape vps "$path" "$value" ;;
+        *) die "impair: delay MS | loss PERCENT | blackhole on|off | rate RATE" ;;
+    esac
+}
+
 down() {
     P=${1:-$(current_prefix)}
+    local f
+    for f in "$STATE_DIR/$P".delay.*; do
+        [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null
+        rm -f "$f"
+    done
+    rm -f "$STATE_DIR/$P".loss.* "$STATE_DIR/$P".blackhole.*
     for n in lan gw vps origin; do
         ip netns del "$P-$n" 2>/dev/null || true
     done
@@ -161,8 +255,9 @@ case $cmd in
         if [[ $# -ge 2 && -e /var/run/netns/$1-$2 ]]; then P=$1; shift; else P=$(current_prefix); fi
         n=$1; shift
         exec ip netns exec "$P-$n" "$@" ;;
+    impair) [[ $# -eq 4 ]] || die "usage: impair PREFIX PATH delay MS | loss PERCENT | blackhole on|off | rate RATE"; impair "$@" ;;
     show)
         P=${1:-$(current_prefix)}
         for n in gw vps; do echo "== $P-$n"; ip -n "$P-$n" -br addr; ip -n "$P-$n" mptcp endpoint show; ip -n "$P-$n" mptcp limits show; done ;;
-    *) echo "usage: $0 up [PREFIX] | down [PREFIX] | down-all | exec [PREFIX] NS CMD... | show [PREFIX]" >&2; exit 2 ;;
+    *) echo "usage: $0 up [PREFIX] | down [PREFIX] | down-all | exec [PREFIX] NS CMD... | show [PREFIX] | impair PREFIX PATH KIND VALUE" >&2; exit 2 ;;
 esac
