@@ -234,6 +234,10 @@ final class Listener: EventHandler {
                     return
                 }
                 backoff = 0
+                // Replies and relayed bytes are small writes in a row (a Convert reply, then the
+                // origin's first bytes): under Nagle the second waits for the first one's ACK, a
+                // round trip (measured: 63 ms instead of 42 at 20 ms RTT through the chain).
+                accepted.setNoDelay()
                 spec.accept(context, accepted)
             } catch {
                 switch error.errno {

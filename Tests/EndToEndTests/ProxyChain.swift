@@ -64,10 +64,10 @@ final class ProxyChain {
     init(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key,
          destinationPort: UInt16 = ProxyChain.originPort, pathManager: PathManagerConfiguration? = nil,
          serverFastOpen: Bool = false, extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
-         ipv6Path: Bool = false, adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+         ipv6Path: Bool = false, delays: [String: Int] = [:], adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
          adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
          beforeStart: (Testbed) throws -> Void = { _ in }) throws {
-        testbed = try Testbed(rates: rates, endpoints: pathManager == nil, ipv6Path: ipv6Path)
+        testbed = try Testbed(rates: rates, endpoints: pathManager == nil, ipv6Path: ipv6Path, delays: delays)
         do {
             try beforeStart(testbed)
             origin = try HashServer(namespace: testbed.namespace(.origin), address: try SocketAddress(parsing: "\(Testbed.originAddress):\(ProxyChain.originPort)"))
@@ -187,12 +187,12 @@ final class ProxyChain {
 func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
-                  ipv6Path: Bool = false, adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
+                  ipv6Path: Bool = false, delays: [String: Int] = [:], adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
                   adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
                   beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
     let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
                                serverFastOpen: serverFastOpen, extraServerPorts: extraServerPorts, serverHealth: serverHealth,
-                               ipv6Path: ipv6Path, adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
+                               ipv6Path: ipv6Path, delays: delays, adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
     defer { chain.stop() }
     return try body(chain)
 }
