@@ -116,3 +116,35 @@ struct CommandLineTests {
         return condition()
     }
 }
+
+/// The Debian package's systemd units (tools/package/deb/files), as systemd itself reads them.
+@Suite("Package units")
+struct PackageUnitTests {
+    @Test("systemd-analyze verify finds nothing to say about the three units")
+    func unitsVerify() throws {
+        guard access("/usr/bin/systemd-analyze", X_OK) == 0 else {
+            print("SKIPPED: systemd-analyze not installed (Debian: systemd)")
+            return
+        }
+        let directory = "/tmp/mptcp-proxy-units-\(getpid())"
+        _ = try Testbed.run(["mkdir", "-p", directory])
+        defer { _ = try? Testbed.run(["rm", "-rf", directory]) }
+        let units = ["mptcp-proxy-client.service", "mptcp-proxy-server.service", "mptcp-proxy-pm.service"]
+        for unit in units {
+            // The binary this test suite built stands in for /usr/bin/mptcp-proxy (verify checks it exists).
+            let text = try String(contentsOfFile: Testbed.repositoryRoot + "/tools/package/deb/files/" + unit, encoding: .utf8)
+            try text.replacingOccurrences(of: "/usr/bin/mptcp-proxy", with: CommandLineTests.binary)
+                .write(toFile: "\(directory)/\(unit)", atomically: true, encoding: .utf8)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
+        process.arguments = ["verify"] + units.map { "\(directory)/\($0)" }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && text.isEmpty, "systemd-analyze verify:\n\(text)")
+    }
+}
