@@ -19,7 +19,7 @@ public enum KeyFile {
             }
             let id = String(fields[0])
             guard id.utf8.count <= ConvertCookie.maximumKeyIDLength,
-                  id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
+                  id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || ($0 == "." || $0 == "_" || $0 == "-")) }) else {
                 throw ConfigError(file: file, line: lineNumber, key: id, "key id must be 1-64 characters of A-Z a-z 0-9 . _ -")
             }
             guard let secret = decodeHex(fields[1]) else {
