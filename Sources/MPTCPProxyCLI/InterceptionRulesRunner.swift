@@ -88,8 +88,7 @@ struct InterceptionRulesRunner {
     /// Runs a system tool with `input` on its standard input; throws with its error output if it
     /// fails. posix_spawn, not Foundation's Process: the static binary leaves Foundation out.
     static func run(_ tool: String, _ arguments: [String], input: String? = nil) throws {
-        let candidates: [String] = ["/usr/sbin/\(tool)", "/sbin/\(tool)", "/usr/bin/\(tool)", "/bin/\(tool)"]
-        guard let path = candidates.first(where: { access($0, X_OK) == 0 }) else {
+        guard let path = systemTool(tool) else {
             throw CommandFailed(description: "\(tool) not found (install nftables / iproute2)")
         }
         var stdinPipe: [Int32] = [0, 0], stderrPipe: [Int32] = [0, 0]

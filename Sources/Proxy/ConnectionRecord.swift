@@ -47,17 +47,13 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .completed: return "completed"
-        case .infoAnswered: return "info-answered"
-        case .idleTimeout: return "idle-timeout"
-        case .handshakeTimeout: return "handshake-timeout"
-        case .peerClosedDuringHandshake: return "peer-closed-during-handshake"
+        case .completed, .infoAnswered, .idleTimeout, .handshakeTimeout, .peerClosedDuringHandshake, .shutdown:
+            return kind
         case .rejected(let error): return "rejected: \(error)"
         case .refusedByServer(let code): return "refused-by-server: \(code) (\(code.rawValue))"
         case .upstreamFailed(let error): return "upstream-failed: \(error)"
         case .connectFailed(let error): return "connect-failed: \(error)"
         case .ioError(let error): return "io-error: \(error)"
-        case .shutdown: return "shutdown"
         case .internalError(let what): return "internal-error: \(what)"
         }
     }

@@ -68,21 +68,11 @@ public struct HostFacts: Sendable, Equatable {
             if ["mptcpd", "NetworkManager"].contains(comm), !facts.otherManagers.contains(comm) { facts.otherManagers.append(comm) }
         }
         facts.hasNetAdmin = effectiveCapabilities().map { $0 & (1 << 12) != 0 } ?? false
-        let nftPaths: [String] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
-        facts.nftAvailable = nftPaths.contains { access($0, X_OK) == 0 }
+        facts.nftAvailable = systemTool("nft") != nil
         return facts
     }
 
-    static func readText(_ path: String) -> String? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        var text = ""
-        while fgets(&buffer, Int32(buffer.count), file) != nil {
-            text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-        return text
-    }
+    static func readText(_ path: String) -> String? { try? readTextFile(path) }
 
     static func readInteger(_ path: String) -> Int? {
         readText(path).flatMap { Int($0.trimmingCharacters(in: " \n\t")) }
@@ -107,6 +97,13 @@ public struct HostFacts: Sendable, Equatable {
         }
         return nil
     }
+}
+
+/// Where a system tool (nft, ip) is installed, looked up in the system directories only (not
+/// $PATH: a service must not run whatever its environment points at).
+public func systemTool(_ name: String) -> String? {
+    let candidates: [String] = ["/usr/sbin/\(name)", "/sbin/\(name)", "/usr/bin/\(name)", "/bin/\(name)"]
+    return candidates.first { access($0, X_OK) == 0 }
 }
 
 extension StringProtocol {

@@ -9,11 +9,7 @@ public enum KeyFile {
     public static func parse(_ text: String, file: String) throws(ConfigError) -> [ClientKey] {
         var keys: [ClientKey] = []
         var seen: [String: Int] = [:]
-        for (index, rawLine) in text.textLines.enumerated() {
-            let lineNumber = index + 1
-            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
-            if fields.isEmpty { continue }
+        for (lineNumber, fields) in text.fieldLines {
             guard fields.count == 2 else {
                 throw ConfigError(file: file, line: lineNumber, "expected `ID HEXKEY`, found \(fields.count) fields")
             }
@@ -87,6 +83,18 @@ public enum KeyFile {
 }
 
 /// Reads a whole text file, with errors that name it.
+extension String {
+    /// The lines of a two-column secrets file (keys, proxy users) with their numbers: `#` starts
+    /// a comment, fields are split on blanks, lines with no field are left out.
+    var fieldLines: [(line: Int, fields: [Substring])] {
+        textLines.enumerated().compactMap { index, rawLine in
+            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            return fields.isEmpty ? nil : (index + 1, fields)
+        }
+    }
+}
+
 public func readTextFile(_ path: String) throws(ConfigError) -> String {
     guard let file = fopen(path, "r") else {
         throw ConfigError(file: path, "cannot open: \(String(cString: strerror(errno)))")

@@ -31,11 +31,7 @@ public struct ProxyUsers: Sendable, Equatable {
     public static func parse(_ text: String, file: String) throws(ConfigError) -> ProxyUsers {
         var users = ProxyUsers()
         var seen: [String: Int] = [:]
-        for (index, rawLine) in text.textLines.enumerated() {
-            let lineNumber = index + 1
-            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
-            if fields.isEmpty { continue }
+        for (lineNumber, fields) in text.fieldLines {
             guard fields.count == 2 else {
                 throw ConfigError(file: file, line: lineNumber, "expected `USERNAME PASSWORD`, found \(fields.count) fields")
             }
