@@ -218,13 +218,17 @@ const struct nlmsghdr *mpx_take_message(const void *buf, size_t len, size_t *off
     *result = 1;
     if (*offset >= len) { *result = 0; return NULL; }
     const struct nlmsghdr *nlh = (const struct nlmsghdr *)((const char *)buf + *offset);
-    int remaining = (int)(len - *offset);
-    if (!mnl_nlmsg_ok(nlh, remaining)) {
+    size_t remaining = len - *offset;
+    // Checked here in size_t rather than with mnl_nlmsg_ok, which compares (int)nlmsg_len: a
+    // length near 2^32 is negative there and passes, and NLMSG_ALIGN of it wraps to 0, so the
+    // same message would be taken again forever (found by the mutation test of recorded dumps).
+    if (remaining < sizeof *nlh || nlh->nlmsg_len < sizeof *nlh || nlh->nlmsg_len > remaining) {
         *offset = len;
         mpx_malformed(out, "truncated netlink message");
         return NULL;
     }
-    *offset += NLMSG_ALIGN(nlh->nlmsg_len);
+    size_t aligned = ((size_t)nlh->nlmsg_len + NLMSG_ALIGNTO - 1) & ~(size_t)(NLMSG_ALIGNTO - 1);
+    *offset += aligned < remaining ? aligned : remaining;
     out->seq = nlh->nlmsg_seq;
     if (nlh->nlmsg_type == NLMSG_DONE) { out->kind = MPX_REC_DONE; return NULL; }
     if (nlh->nlmsg_type == NLMSG_ERROR) { mpx_parse_error(nlh, out); return NULL; }

@@ -179,6 +179,17 @@ struct SockDiagBadInputTests {
         #expect(Self.malformed(NetlinkRecord.parseSockDiag(shortBody, protocol: .tcp)) == ["truncated inet_diag_msg"])
     }
 
+    @Test("a netlink length near 2^32 is a truncated message, taken once (it once wrapped to a zero step and looped)")
+    func hugeLength() {
+        for length: UInt32 in [0xffff_ffff, 0xffff_fffe, 0xffff_fffd, 0x8000_0000] {
+            // nlmsghdr: length, type 20 (SOCK_DIAG_BY_FAMILY), flags, seq, pid; then 64 bytes.
+            var bytes = withUnsafeBytes(of: length.littleEndian) { Array($0) } + [20, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+            bytes += [UInt8](repeating: 0, count: 64)
+            let records = NetlinkRecord.parseSockDiag(bytes, protocol: .tcp)
+            #expect(records.count == 1, "length \(length): \(records.count) records")
+        }
+    }
+
     @Test("2,000 mutated recordings parse without crashing")
     func mutations() throws {
         let fixture = try RecordedFixture.load("gw-upload-three-paths")
