@@ -1,5 +1,4 @@
 import DataPlane
-import Foundation
 import Glibc
 
 /// Fetches a proxy's `/metrics` over plain HTTP/1.0 with a short deadline; the monitor must
@@ -39,10 +38,11 @@ enum MetricsFetcher {
             }
             response += buffer[0..<count]
         }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let headerEnd = text.range(of: "\r\n\r\n") else { throw Failure(description: "\(url): not an HTTP response") }
-        let status = text[..<headerEnd.lowerBound].split(separator: "\r\n").first ?? ""
-        guard status.split(separator: " ").dropFirst().first == "200" else { throw Failure(description: "\(url): \(status)") }
-        return String(text[headerEnd.upperBound...])
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        guard let headerEnd = response.indices.dropLast(separator.count - 1).first(where: { response[$0..<$0 + separator.count].elementsEqual(separator) })
+        else { throw Failure(description: "\(url): not an HTTP response") }
+        let statusLine = String(decoding: response[..<headerEnd].prefix { $0 != UInt8(ascii: "\r") }, as: UTF8.self)
+        guard statusLine.split(separator: " ").dropFirst().first == "200" else { throw Failure(description: "\(url): \(statusLine)") }
+        return String(decoding: response[(headerEnd + separator.count)...], as: UTF8.self)
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 
 /// Draws a snapshot as lines of text that fit `width` × `height`: a header (endpoints, limits,
 /// recent path-manager events), the interfaces with a throughput sparkline, and the
@@ -145,8 +145,8 @@ public struct ScreenRenderer: Sendable {
                     let row = subflowLayout.row([" └", subflow.local, subflow.remote, subflow.interface, subflow.interfaceClass,
                                                  subflow.backup ? "backup" : "active", subflow.state,
                                                  megabits(subflow.txBitsPerSecond), megabits(subflow.rxBitsPerSecond),
-                                                 String(format: "%.1f", subflow.rttMilliseconds), "\(subflow.congestionWindow)",
-                                                 "\(subflow.retransmits)", subflow.lossPercent.map { String(format: "%.1f", $0) } ?? "-"])
+                                                 NumberText.fixed(subflow.rttMilliseconds, digits: 1), "\(subflow.congestionWindow)",
+                                                 "\(subflow.retransmits)", subflow.lossPercent.map { NumberText.fixed($0, digits: 1) } ?? "-"])
                     lines.append(subflow.backup ? paint(row, .yellow) : row)
                 }
             }
@@ -175,14 +175,14 @@ public struct ScreenRenderer: Sendable {
     private func megabits(_ bitsPerSecond: Double?) -> String {
         guard let bitsPerSecond else { return "-" }
         let value = bitsPerSecond / 1e6
-        return String(format: value >= 100 ? "%.1f" : "%.2f", value)
+        return NumberText.fixed(value, digits: value >= 100 ? 1 : 2)
     }
 
     /// 1.2K, 34.5M, 6.7G: totals in little room.
     private func bytes(_ count: UInt64) -> String {
         let units: [(Double, String)] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")]
         for (scale, suffix) in units where Double(count) >= scale {
-            return String(format: "%.1f", Double(count) / scale) + suffix
+            return NumberText.fixed(Double(count) / scale, digits: 1) + suffix
         }
         return "\(count)"
     }
@@ -191,7 +191,7 @@ public struct ScreenRenderer: Sendable {
         var seconds = time_t(unixSeconds)
         var parts = tm()
         localtime_r(&seconds, &parts)
-        return String(format: "%02d:%02d:%02d", parts.tm_hour, parts.tm_min, parts.tm_sec)
+        return [parts.tm_hour, parts.tm_min, parts.tm_sec].map { NumberText.padded(Int($0), width: 2) }.joined(separator: ":")
     }
 
     /// One block character per sample, newest on the right, scaled to `scale`.

@@ -1,5 +1,4 @@
 import DataPlane
-import Foundation
 import Glibc
 import MPTCPKernel
 import PathManager

@@ -1,6 +1,6 @@
 import ArgumentParser
 import DataPlane
-import Foundation
+import FoundationEssentials
 import Glibc
 import PathManager
 import Stats
