@@ -153,9 +153,14 @@ public final class RouteClient {
     let socket: NetlinkSocket
 
     /// - Parameter monitor: join RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR.
-    public init(monitor: Bool = false) throws(NetlinkError) {
+    /// - Parameter receiveBufferBytes: SO_RCVBUF for the socket (nil: the kernel's default).
+    public init(monitor: Bool = false, receiveBufferBytes: Int32? = nil) throws(NetlinkError) {
         let groups: UInt32 = monitor ? 0x1 | 0x10 | 0x100 : 0
         socket = try NetlinkSocket(bus: 0 /* NETLINK_ROUTE */, groups: groups, operation: "open rtnetlink")
+        if var bytes = receiveBufferBytes,
+           setsockopt(socket.fd, SOL_SOCKET, SO_RCVBUF, &bytes, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            throw NetlinkError(operation: "setsockopt(SO_RCVBUF) on rtnetlink", errno: errno, kernelMessage: String(cString: strerror(errno)))
+        }
     }
 
     public var fd: Int32 { socket.fd }

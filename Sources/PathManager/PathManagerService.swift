@@ -10,6 +10,10 @@ public struct PathManagerConfiguration: Sendable {
     public var classifier = InterfaceClassifier()
     /// Run inside this network namespace (tests, or a gateway namespace).
     public var namespace: NetworkNamespace?
+    /// SO_RCVBUF of the rtnetlink monitor socket; nil keeps the kernel's default. A burst of
+    /// changes larger than this is an overrun, which the service survives by re-reading the
+    /// host (the tests set it tiny to provoke one).
+    public var monitorReceiveBufferBytes: Int32?
 
     public init() {}
 }
@@ -29,6 +33,8 @@ public final class PathManagerService: @unchecked Sendable {
     private let started = ResultsBox<Void>(count: 1)
     /// Every command carried out, with its outcome (for tests and metrics).
     public let journal = CommandJournal()
+    /// How many times the rtnetlink monitor overran and the host was re-read.
+    public let resyncs = Atomic<Int>(0)
 
     public init(configuration: PathManagerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -68,7 +74,7 @@ public final class PathManagerService: @unchecked Sendable {
         let classify: (String) -> InterfaceClass = { classifier.classify($0) }
         do {
             // Subscribe before dumping, so no change between the dump and the monitor is lost.
-            monitor = try RouteClient(monitor: true)
+            monitor = try RouteClient(monitor: true, receiveBufferBytes: configuration.monitorReceiveBufferBytes)
             routes = try RouteClient()
             pm = try PathManagerClient()
             let links = try routes.links()
@@ -100,6 +106,18 @@ public final class PathManagerService: @unchecked Sendable {
                         case .malformed(let why): logger.warning("rtnetlink: ignored a malformed message: \(why)")
                         default: break
                         }
+                    }
+                } catch where error.errno == ENOBUFS {
+                    // The kernel dropped change messages: whatever they said is lost, so read
+                    // the whole host again and reconcile against it.
+                    resyncs.add(1, ordering: .relaxed)
+                    do {
+                        let links = try routes.links()
+                        let addresses = try routes.addresses()
+                        logger.warning("rtnetlink monitor overran (the kernel dropped change messages): re-read \(links.count) links and \(addresses.count) addresses")
+                        execute(policy.resync(links: links, addresses: addresses, classify: classify), pm: pm, routes: routes)
+                    } catch {
+                        logger.error("rtnetlink monitor overran and the re-read failed: \(error); state may be stale until the next change")
                     }
                 } catch {
                     logger.error("rtnetlink monitor: \(error); state may be stale")

@@ -134,6 +134,30 @@ public struct PathPolicy {
         return reconcile("address \(address.address) added on \(name)")
     }
 
+    /// The host as a fresh dump shows it, after the kernel dropped change messages (a netlink
+    /// overrun, ENOBUFS): links and addresses are replaced wholesale, so no change that was lost
+    /// leaves stale state behind, and what is installed is reconciled against them. Endpoints,
+    /// routes and rules this manager installed stay known, so only the differences are sent.
+    public mutating func resync(links: [LinkState], addresses: [InterfaceAddress], classify: (String) -> InterfaceClass) -> PathDecision {
+        var fresh: [Int32: LinkState] = [:]
+        for link in links where !link.deleted { fresh[link.index] = link }
+        for (index, link) in fresh where classes[index] == nil || self.links[index]?.name != link.name {
+            classes[index] = classify(link.name)
+        }
+        for index in classes.keys where fresh[index] == nil { classes.removeValue(forKey: index) }
+        // A link that went down (and maybe up again) while messages were lost took its routes
+        // with it, and the dump cannot tell: re-add every route (they are added with
+        // NLM_F_REPLACE, so one still there is simply replaced by itself). Rules and endpoints
+        // are only ever changed by us, so what we installed is still what the kernel has.
+        installedRoutes.removeAll()
+        self.links = fresh
+        self.addresses = [:]
+        for address in addresses where !address.deleted && fresh[address.interfaceIndex] != nil {
+            self.addresses[address.interfaceIndex, default: []].insert(address.address)
+        }
+        return reconcile("netlink overrun: state re-read from the kernel")
+    }
+
     /// Leave the host as found: remove our endpoints, rules and routes.
     public mutating func shutdown() -> PathDecision {
         var commands: [PathCommand] = installed.values.sorted { $0.id < $1.id }.map { .deleteEndpoint($0) }

@@ -79,6 +79,39 @@ struct KernelPathManagerTests {
         #expect(!(try testbed.exec(.gw, ["ip", "rule", "show"])).contains("from 10.1."))
     }
 
+    @Test("a netlink overrun is survived: the host is re-read and an interface deleted in the burst loses its endpoint")
+    func overrunResync() throws {
+        let testbed = try Testbed(endpoints: false)
+        defer { testbed.down() }
+        // burst0 (a veth whose peer stays in gw): a managed uplink with one path address and 300 link-local ones, which are no
+        // paths but each cost a message when the link is deleted: one kernel operation queues
+        // 300 RTM_DELADDRs at once, far more than a 1-byte (clamped to the kernel's minimum)
+        // receive buffer holds.
+        var batch = "link add burst0 type veth peer name burst1\nlink set burst1 up\nlink set burst0 up\naddr add 10.77.0.1/24 dev burst0\n"
+        for i in 1...300 { batch += "addr add fe80::\(String(i, radix: 16))/64 dev burst0\n" }
+        let batchFile = "/tmp/mptcp-proxy-burst-\(getpid()).batch"
+        try batch.write(toFile: batchFile, atomically: true, encoding: .utf8)
+        defer { unlink(batchFile) }
+        try testbed.exec(.gw, ["ip", "-batch", batchFile])
+        var configuration = Self.configuration(testbed)
+        configuration.classifier = InterfaceClassifier(overrides: ["wifi": .wifi, "eth": .ethernet, "cell": .cellular, "lan0": .other, "burst0": .ethernet])
+        configuration.monitorReceiveBufferBytes = 1
+        var logger = Logger(label: "pm-test")
+        logger.logLevel = .error
+        let manager = PathManagerService(configuration: configuration, logger: logger)
+        try manager.start()
+        defer { manager.stop() }
+        #expect(try Self.waitFor(testbed) { $0["10.77.0.1"] != nil }["10.77.0.1"] == [.subflow])
+
+        try testbed.exec(.gw, ["ip", "link", "del", "burst0"])
+        let after = try Self.waitFor(testbed) { $0["10.77.0.1"] == nil }
+        #expect(manager.resyncs.load(ordering: .relaxed) >= 1, "the burst did not overrun the monitor: this test proved nothing")
+        #expect(after == ["10.1.1.1": [.subflow], "10.1.2.1": [.subflow], "10.1.3.1": [.subflow, .backup]], "after the burst: \(after)")
+        // The re-read did not disturb the other paths' routing.
+        let routes = try testbed.exec(.gw, ["ip", "route", "show", "table", "all"])
+        #expect(routes.contains("default via 10.1.2.2 dev eth table"), "\(routes)")
+    }
+
     @Test("the kernel's own error text surfaces in our error")
     func kernelErrorText() throws {
         let testbed = try Testbed(endpoints: false)

@@ -128,6 +128,30 @@ struct PathPolicyTests {
         #expect(decision.commands.contains(.addRoute(table: 1009, gateway: IPAddress(parsing: "10.9.0.2"), interfaceIndex: 9, source: vethAddress)))
     }
 
+    @Test("after a netlink overrun the re-read state wins: a lost link-down and a lost address removal are acted on, routes re-added")
+    func resyncAfterOverrun() {
+        var policy = PathPolicy(configuration: PathPolicyConfiguration())
+        _ = policy.start(links: [wifi, eth, cell], addresses: addresses(), existing: [], classify: classify)
+        // Lost while the monitor overran: wifi went down, eth lost its address.
+        let surviving = addresses().filter { $0.address != ethAddress }
+        let decision = policy.resync(links: [down(wifi), eth, cell], addresses: surviving, classify: classify)
+        #expect(decision.reason.contains("overrun"))
+        let changes = endpoints(in: decision)
+        // Only cell is left, and it is a standby: promoted before the dead ones go.
+        #expect(changes.first == .setFlags(MPTCPEndpoint(id: 3, address: cellAddress, flags: [.subflow], interfaceIndex: 5)))
+        #expect(Set(changes.dropFirst()) == [
+            .deleteEndpoint(MPTCPEndpoint(id: 1, address: wifiAddress, flags: [.subflow], interfaceIndex: 3)),
+            .deleteEndpoint(MPTCPEndpoint(id: 2, address: ethAddress, flags: [.subflow], interfaceIndex: 4)),
+        ])
+        // The surviving path's route is sent again: the dump cannot show whether a lost
+        // link flap took it.
+        #expect(decision.commands.contains(.addRoute(table: 1005, gateway: nil, interfaceIndex: 5, source: cellAddress)))
+        #expect(decision.commands.contains(.deleteRule(table: 1003, priority: 1003, source: wifiAddress)))
+        // Nothing more happened: a second resync of the same state changes no endpoint.
+        let again = policy.resync(links: [down(wifi), eth, cell], addresses: surviving, classify: classify)
+        #expect(endpoints(in: again).isEmpty)
+    }
+
     @Test("shutdown leaves the host as found")
     func shutdown() {
         var policy = PathPolicy(configuration: PathPolicyConfiguration())
