@@ -276,15 +276,28 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
         mpx_attr_u32(t.at[IFA_FLAGS], &out->addr.flags);
         return 1;
     }
-    case RTM_NEWROUTE: {
+    case RTM_NEWROUTE:
+    case RTM_DELROUTE: {
         const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
         if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof *rtm) { mpx_malformed(out, "truncated rtmsg"); return 1; }
         struct attr_table t;
-        if (mpx_parse_attrs(nlh, sizeof *rtm, &t, RTA_OIF) < 0) { mpx_malformed(out, "route: bad attributes"); return 1; }
+        if (mpx_parse_attrs(nlh, sizeof *rtm, &t, RTA_TABLE) < 0) { mpx_malformed(out, "route: bad attributes"); return 1; }
         out->kind = MPX_REC_ROUTE;
+        out->route.family = rtm->rtm_family;
+        out->route.dst_len = rtm->rtm_dst_len;
+        out->route.type = rtm->rtm_type;
+        out->route.deleted = nlh->nlmsg_type == RTM_DELROUTE;
+        out->route.table = rtm->rtm_table;
+        mpx_attr_u32(t.at[RTA_TABLE], &out->route.table);  // tables above 255 are only here
         uint32_t oif = 0;
         mpx_attr_u32(t.at[RTA_OIF], &oif);
-        out->route_oif = (int32_t)oif;
+        out->route.oif = (int32_t)oif;
+        mpx_attr_u32(t.at[RTA_PRIORITY], &out->route.priority);
+        size_t want = rtm->rtm_family == AF_INET ? 4 : 16;
+        if (t.at[RTA_GATEWAY]) {
+            if (!mpx_copy_addr(t.at[RTA_GATEWAY], out->route.gateway, want)) { mpx_malformed(out, "route: RTA_GATEWAY of the wrong size"); return 1; }
+            out->route.has_gateway = 1;
+        }
         return 1;
     }
     default:
@@ -511,7 +524,7 @@ int mpx_rt_get_route(struct mpx_nl *nl, uint8_t family, const uint8_t *dst, cons
     struct mpx_nl_record reply;
     memset(&reply, 0, sizeof reply);
     if (transact(nl, nlh, 0, &reply, err) < 0) return -1;
-    *oif = reply.kind == MPX_REC_ROUTE ? reply.route_oif : 0;
+    *oif = reply.kind == MPX_REC_ROUTE ? reply.route.oif : 0;
     return 0;
 }
 

@@ -41,6 +41,40 @@ public struct InterfaceAddress: Hashable, Sendable {
     }
 }
 
+/// A route as rtnetlink reports it (dumps and RTM_NEWROUTE/RTM_DELROUTE changes): enough to
+/// learn an uplink's gateway from the default route its DHCP client or operator installed.
+public struct RouteEntry: Hashable, Sendable {
+    public static let mainTable: UInt32 = 254
+    public var family: UInt8
+    public var destinationPrefixLength: UInt8
+    public var table: UInt32
+    /// RTN_* (1 = unicast).
+    public var type: UInt8
+    public var gateway: IPAddress?
+    /// RTA_OIF; 0 when the route has none (a multipath route).
+    public var interfaceIndex: Int32
+    /// The metric.
+    public var priority: UInt32
+    public var deleted: Bool
+
+    public init(family: UInt8, destinationPrefixLength: UInt8, table: UInt32, type: UInt8 = 1, gateway: IPAddress?,
+                interfaceIndex: Int32, priority: UInt32 = 0, deleted: Bool = false) {
+        self.family = family
+        self.destinationPrefixLength = destinationPrefixLength
+        self.table = table
+        self.type = type
+        self.gateway = gateway
+        self.interfaceIndex = interfaceIndex
+        self.priority = priority
+        self.deleted = deleted
+    }
+
+    /// A unicast default route of the main table through a next hop on one interface.
+    public var isMainDefaultViaGateway: Bool {
+        table == Self.mainTable && destinationPrefixLength == 0 && type == 1 && gateway != nil && interfaceIndex > 0
+    }
+}
+
 /// An MPTCP path-manager event (group mptcp_pm_events).
 public struct MPTCPEvent: Hashable, Sendable, CustomStringConvertible {
     public enum Kind: UInt8, Sendable {
@@ -93,6 +127,7 @@ public struct MPTCPEvent: Hashable, Sendable, CustomStringConvertible {
 public enum NetlinkRecord: Sendable {
     case link(LinkState)
     case address(InterfaceAddress)
+    case route(RouteEntry)
     case mptcpEvent(MPTCPEvent)
     case endpoint(MPTCPEndpoint)
     case limits(subflows: UInt32, addAddrAccepted: UInt32)
@@ -125,6 +160,11 @@ public enum NetlinkRecord: Sendable {
             self = .link(LinkState(index: raw.link.ifindex, name: text, flags: raw.link.flags, operState: raw.link.operstate, deleted: raw.link.deleted != 0))
         case Int32(MPX_REC_ADDR.rawValue):
             self = .address(InterfaceAddress(interfaceIndex: raw.addr.ifindex, address: IPAddress(family: raw.addr.family, raw: raw.addr.addr), prefixLength: raw.addr.prefixlen, deleted: raw.addr.deleted != 0))
+        case Int32(MPX_REC_ROUTE.rawValue):
+            let r = raw.route
+            self = .route(RouteEntry(family: r.family, destinationPrefixLength: r.dst_len, table: r.table, type: r.type,
+                                     gateway: r.has_gateway != 0 ? IPAddress(family: r.family, raw: r.gateway) : nil,
+                                     interfaceIndex: r.oif, priority: r.priority, deleted: r.deleted != 0))
         case Int32(MPX_REC_PM_EVENT.rawValue):
             self = .mptcpEvent(MPTCPEvent(raw.event))
         case Int32(MPX_REC_PM_ENDPOINT.rawValue):

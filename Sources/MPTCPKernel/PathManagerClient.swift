@@ -152,10 +152,11 @@ public final class PathManagerEventSocket {
 public final class RouteClient {
     let socket: NetlinkSocket
 
-    /// - Parameter monitor: join RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR.
+    /// - Parameter monitor: join RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR,
+    ///   RTMGRP_IPV4_ROUTE and RTMGRP_IPV6_ROUTE.
     /// - Parameter receiveBufferBytes: SO_RCVBUF for the socket (nil: the kernel's default).
     public init(monitor: Bool = false, receiveBufferBytes: Int32? = nil) throws(NetlinkError) {
-        let groups: UInt32 = monitor ? 0x1 | 0x10 | 0x100 : 0
+        let groups: UInt32 = monitor ? 0x1 | 0x10 | 0x100 | 0x40 | 0x400 : 0
         socket = try NetlinkSocket(bus: 0 /* NETLINK_ROUTE */, groups: groups, operation: "open rtnetlink")
         if var bytes = receiveBufferBytes,
            setsockopt(socket.fd, SOL_SOCKET, SO_RCVBUF, &bytes, socklen_t(MemoryLayout<Int32>.size)) != 0 {
@@ -173,6 +174,11 @@ public final class RouteClient {
         try dump(type: 22 /* RTM_GETADDR */, "RTM_GETADDR dump").compactMap { if case .address(let a) = $0 { return a }; return nil }
     }
 
+    /// Every route of every table.
+    public func routes() throws(NetlinkError) -> [RouteEntry] {
+        try dump(type: 26 /* RTM_GETROUTE */, "RTM_GETROUTE dump").compactMap { if case .route(let r) = $0 { return r }; return nil }
+    }
+
     private func dump(type: UInt16, _ operation: String) throws(NetlinkError) -> [NetlinkRecord] {
         var sequence: Int32 = 0
         try socket.run(operation) { handle, error in
@@ -182,7 +188,7 @@ public final class RouteClient {
         return try socket.collectDump(sequence: UInt32(sequence), pmFamily: 0, operation: operation)
     }
 
-    /// Link and address changes queued now (non-blocking; monitor sockets only).
+    /// Link, address and route changes queued now (non-blocking; monitor sockets only).
     public func pending() throws(NetlinkError) -> [NetlinkRecord] {
         try socket.drain(pmFamily: 0)
     }

@@ -12,7 +12,7 @@ struct PathManagerOptions: ParsableArguments {
     @Option(name: .customLong("endpoint-flags"), help: "Endpoint flags for one interface, IF=subflow[,backup][,fullmesh] (repeatable).")
     var endpointFlags: [String] = []
 
-    @Option(help: "Next hop of an interface's routing table, IF=ADDR (repeatable); default: on-link.")
+    @Option(help: "Next hop of an interface's routing table, IF=ADDR (repeatable); default: the next hop of that interface's default route in the main table (what its DHCP client installed), else on-link.")
     var gateway: [String] = []
 
     @Option(help: "Flags of cellular endpoints (default subflow,backup).")

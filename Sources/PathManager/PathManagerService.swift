@@ -80,10 +80,11 @@ public final class PathManagerService: @unchecked Sendable {
             let links = try routes.links()
             let addresses = try routes.addresses()
             let existing = try pm.endpoints()
+            let mainRoutes = try routes.routes()
             for link in links {
                 logger.info("interface \(link.name) (ifindex \(link.index)): class \(classify(link.name)), \(link.isUsable ? "up" : "down")")
             }
-            execute(policy.start(links: links, addresses: addresses, existing: existing, classify: classify), pm: pm, routes: routes)
+            execute(policy.start(links: links, addresses: addresses, routes: mainRoutes, existing: existing, classify: classify), pm: pm, routes: routes)
         } catch {
             started.set(0, .failure(error))
             return
@@ -103,6 +104,7 @@ public final class PathManagerService: @unchecked Sendable {
                         switch record {
                         case .link(let link): execute(policy.linkChanged(link, classify: classify), pm: pm, routes: routes)
                         case .address(let address): execute(policy.addressChanged(address), pm: pm, routes: routes)
+                        case .route(let route): execute(policy.routeChanged(route), pm: pm, routes: routes)
                         case .malformed(let why): logger.warning("rtnetlink: ignored a malformed message: \(why)")
                         default: break
                         }
@@ -114,8 +116,9 @@ public final class PathManagerService: @unchecked Sendable {
                     do {
                         let links = try routes.links()
                         let addresses = try routes.addresses()
-                        logger.warning("rtnetlink monitor overran (the kernel dropped change messages): re-read \(links.count) links and \(addresses.count) addresses")
-                        execute(policy.resync(links: links, addresses: addresses, classify: classify), pm: pm, routes: routes)
+                        let all = try routes.routes()
+                        logger.warning("rtnetlink monitor overran (the kernel dropped change messages): re-read \(links.count) links, \(addresses.count) addresses and \(all.count) routes")
+                        execute(policy.resync(links: links, addresses: addresses, routes: all, classify: classify), pm: pm, routes: routes)
                     } catch {
                         logger.error("rtnetlink monitor overran and the re-read failed: \(error); state may be stale until the next change")
                     }

@@ -76,6 +76,9 @@ public struct PathPolicy {
     private var foreign: [IPAddress: MPTCPEndpoint] = [:]
     private var ids: [IPAddress: UInt8] = [:]
     private var installedRoutes: Set<PathCommand> = []
+    /// The main table's default routes through a next hop (a DHCP client's or the operator's),
+    /// normalized (deleted: false): the gateways of uplinks not given one by configuration.
+    private var mainDefaultRoutes: Set<RouteEntry> = []
     private var installedRules: Set<PathCommand> = []
     private var limits: (UInt32, UInt32)?
 
@@ -86,8 +89,9 @@ public struct PathPolicy {
     // MARK: events in
 
     /// The host as found at start-up. `existing` are the kernel's endpoints now.
-    public mutating func start(links: [LinkState], addresses: [InterfaceAddress], existing: [MPTCPEndpoint],
+    public mutating func start(links: [LinkState], addresses: [InterfaceAddress], routes: [RouteEntry] = [], existing: [MPTCPEndpoint],
                                classify: (String) -> InterfaceClass) -> PathDecision {
+        mainDefaultRoutes = Set(routes.filter(\.isMainDefaultViaGateway).map { var r = $0; r.deleted = false; return r })
         for link in links {
             self.links[link.index] = link
             classes[link.index] = classify(link.name)
@@ -119,6 +123,8 @@ public struct PathPolicy {
             // The kernel deleted this interface's routes with the link: forget them so they
             // are restored when it comes back.
             installedRoutes = installedRoutes.filter { if case .addRoute(_, _, let i, _) = $0 { return i != link.index }; return true }
+            // Its main-table routes went too, without an RTM_DELROUTE (IPv4 sends none).
+            mainDefaultRoutes = mainDefaultRoutes.filter { $0.interfaceIndex != link.index }
         }
         let change = before == after ? "changed" : (after ? "up" : "down")
         return reconcile("link \(link.name) \(change)")
@@ -134,11 +140,31 @@ public struct PathPolicy {
         return reconcile("address \(address.address) added on \(name)")
     }
 
+    /// A route added or deleted anywhere. Only the main table's default routes through a next
+    /// hop matter: they give the gateway of an uplink that configuration gave none (a DHCP
+    /// client installs one per lease). Everything else, our own per-interface tables included,
+    /// is ignored without a decision.
+    public mutating func routeChanged(_ route: RouteEntry) -> PathDecision {
+        guard route.isMainDefaultViaGateway else { return PathDecision(reason: "", commands: []) }
+        var normalized = route
+        normalized.deleted = false
+        let before = learnedGateway(route.interfaceIndex, family: route.family)
+        if route.deleted { mainDefaultRoutes.remove(normalized) } else { mainDefaultRoutes.insert(normalized) }
+        let after = learnedGateway(route.interfaceIndex, family: route.family)
+        guard before != after else { return PathDecision(reason: "", commands: []) }
+        let name = links[route.interfaceIndex]?.name ?? "ifindex \(route.interfaceIndex)"
+        let what = after.map { "gateway \($0) of \(name) learned from the main table's default route" }
+            ?? "gateway \(before!) of \(name) gone from the main table"
+        return reconcile(what)
+    }
+
     /// The host as a fresh dump shows it, after the kernel dropped change messages (a netlink
     /// overrun, ENOBUFS): links and addresses are replaced wholesale, so no change that was lost
     /// leaves stale state behind, and what is installed is reconciled against them. Endpoints,
     /// routes and rules this manager installed stay known, so only the differences are sent.
-    public mutating func resync(links: [LinkState], addresses: [InterfaceAddress], classify: (String) -> InterfaceClass) -> PathDecision {
+    public mutating func resync(links: [LinkState], addresses: [InterfaceAddress], routes: [RouteEntry] = [],
+                                classify: (String) -> InterfaceClass) -> PathDecision {
+        mainDefaultRoutes = Set(routes.filter(\.isMainDefaultViaGateway).map { var r = $0; r.deleted = false; return r })
         var fresh: [Int32: LinkState] = [:]
         for link in links where !link.deleted { fresh[link.index] = link }
         for (index, link) in fresh where classes[index] == nil || self.links[index]?.name != link.name {
@@ -188,6 +214,22 @@ public struct PathPolicy {
         let name = links[index]?.name ?? ""
         if let flags = configuration.interfaces[name]?.flags { return flags }
         return configuration.classFlags[classes[index] ?? .other] ?? [.subflow]
+    }
+
+    /// The next hop the main table has for this interface and family: the lowest metric wins.
+    private func learnedGateway(_ index: Int32, family: UInt8) -> IPAddress? {
+        mainDefaultRoutes.filter { $0.interfaceIndex == index && $0.family == family }
+            .min { ($0.priority, $0.gateway!.description) < ($1.priority, $1.gateway!.description) }?.gateway
+    }
+
+    /// A path's next hop: configured (`--gateway IF=ADDR`, of the address's family), else
+    /// learned from the main table, else none (the route is on-link).
+    private func gateway(for path: (index: Int32, address: IPAddress)) -> IPAddress? {
+        let family = UInt8(path.address.family)
+        if let configured = configuration.interfaces[links[path.index]?.name ?? ""]?.gateway, UInt8(configured.family) == family {
+            return configured
+        }
+        return learnedGateway(path.index, family: family)
     }
 
     /// Usable paths: managed, link usable, with a non-link-local address.
@@ -244,8 +286,7 @@ public struct PathPolicy {
             for path in paths {
                 let table = configuration.tableBase + UInt32(path.index)
                 desiredRules.insert(.addRule(table: table, priority: configuration.rulePriorityBase + UInt32(path.index), source: path.address))
-                let gateway = configuration.interfaces[links[path.index]?.name ?? ""]?.gateway
-                desiredRoutes.insert(.addRoute(table: table, gateway: gateway, interfaceIndex: path.index, source: path.address))
+                desiredRoutes.insert(.addRoute(table: table, gateway: gateway(for: path), interfaceIndex: path.index, source: path.address))
             }
             for rule in installedRules.subtracting(desiredRules) {
                 if case .addRule(let t, let p, let s) = rule { routing.append(.deleteRule(table: t, priority: p, source: s)) }

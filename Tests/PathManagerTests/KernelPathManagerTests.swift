@@ -112,6 +112,48 @@ struct KernelPathManagerTests {
         #expect(routes.contains("default via 10.1.2.2 dev eth table"), "\(routes)")
     }
 
+    @Test("without --gateway, each uplink's table takes the next hop of its default route in the main table, as a DHCP client leaves it")
+    func gatewaysLearnedFromMainTable() throws {
+        let testbed = try Testbed(endpoints: false)
+        defer { testbed.down() }
+        // What two DHCP clients leave behind: a default route per uplink, by metric.
+        try testbed.exec(.gw, ["ip", "route", "add", "default", "via", "10.1.2.2", "dev", "eth", "metric", "100"])
+        try testbed.exec(.gw, ["ip", "route", "add", "default", "via", "10.1.1.2", "dev", "wifi", "metric", "600"])
+        var configuration = Self.configuration(testbed)
+        for name in ["wifi", "eth", "cell"] { configuration.policy.interfaces[name] = nil }
+        var logger = Logger(label: "pm-test")
+        logger.logLevel = .error
+        let manager = PathManagerService(configuration: configuration, logger: logger)
+        try manager.start()
+        defer { manager.stop() }
+        func tableRoutes() throws -> [String] {
+            try testbed.exec(.gw, ["ip", "route", "show", "table", "all"]).split(separator: "\n")
+                .map(String.init).filter { $0.hasPrefix("default") && !$0.contains("table main") && $0.contains("table 10") }
+        }
+        func waitForRoutes(_ condition: ([String]) -> Bool) throws -> [String] {
+            var last: [String] = []
+            for _ in 0..<100 {
+                last = try tableRoutes()
+                if condition(last) { return last }
+                usleep(20_000)
+            }
+            return last
+        }
+        let learned = try waitForRoutes { routes in routes.contains { $0.contains("via 10.1.1.2 dev wifi") } && routes.contains { $0.contains("via 10.1.2.2 dev eth") } }
+        #expect(learned.contains { $0.contains("via 10.1.1.2 dev wifi") }, "\(learned)")
+        #expect(learned.contains { $0.contains("via 10.1.2.2 dev eth") }, "\(learned)")
+        // cell has no default route anywhere: on-link.
+        #expect(learned.contains { $0.hasPrefix("default dev cell") }, "\(learned)")
+
+        // The lease on wifi ends: its table goes on-link; a new lease brings the next hop back.
+        try testbed.exec(.gw, ["ip", "route", "del", "default", "via", "10.1.1.2", "dev", "wifi", "metric", "600"])
+        let forgotten = try waitForRoutes { $0.contains { $0.hasPrefix("default dev wifi") } }
+        #expect(forgotten.contains { $0.hasPrefix("default dev wifi") }, "\(forgotten)")
+        try testbed.exec(.gw, ["ip", "route", "add", "default", "via", "10.1.1.2", "dev", "wifi", "metric", "600"])
+        let relearned = try waitForRoutes { $0.contains { $0.contains("via 10.1.1.2 dev wifi") } }
+        #expect(relearned.contains { $0.contains("via 10.1.1.2 dev wifi") }, "\(relearned)")
+    }
+
     @Test("the kernel's own error text surfaces in our error")
     func kernelErrorText() throws {
         let testbed = try Testbed(endpoints: false)

@@ -152,6 +152,51 @@ struct PathPolicyTests {
         #expect(endpoints(in: again).isEmpty)
     }
 
+    @Test("gateways are learned from the main table's default routes (lowest metric), configuration wins, link down forgets them")
+    func learnedGateways() {
+        let router = IPAddress(parsing: "192.168.1.1")!
+        let other = IPAddress(parsing: "192.168.1.254")!
+        let dhcp = RouteEntry(family: 2, destinationPrefixLength: 0, table: RouteEntry.mainTable, gateway: router, interfaceIndex: 3, priority: 600)
+        var policy = PathPolicy(configuration: PathPolicyConfiguration())
+        let start = policy.start(links: [wifi, eth, cell], addresses: addresses(), routes: [dhcp], existing: [], classify: classify)
+        #expect(start.commands.contains(.addRoute(table: 1003, gateway: router, interfaceIndex: 3, source: wifiAddress)))
+        // Uplinks without a default route stay on-link.
+        #expect(start.commands.contains(.addRoute(table: 1004, gateway: nil, interfaceIndex: 4, source: ethAddress)))
+
+        // A second default route with a lower metric on the same link takes over.
+        var better = dhcp
+        better.gateway = other
+        better.priority = 100
+        let switched = policy.routeChanged(better)
+        #expect(switched.reason.contains("gateway 192.168.1.254 of wlan0 learned"))
+        #expect(switched.commands.contains(.addRoute(table: 1003, gateway: other, interfaceIndex: 3, source: wifiAddress)))
+        #expect(switched.commands.contains(.deleteRoute(table: 1003, gateway: router, interfaceIndex: 3, source: wifiAddress)))
+        // Routes of other tables, and non-default routes, change nothing.
+        var ours = better
+        ours.table = 1003
+        #expect(policy.routeChanged(ours).commands.isEmpty)
+        var subnet = better
+        subnet.destinationPrefixLength = 24
+        #expect(policy.routeChanged(subnet).commands.isEmpty)
+        // Deleted, the earlier one is used again.
+        var gone = better
+        gone.deleted = true
+        #expect(policy.routeChanged(gone).commands.contains(.addRoute(table: 1003, gateway: router, interfaceIndex: 3, source: wifiAddress)))
+
+        // Link down takes the kernel's routes with it (IPv4 sends no RTM_DELROUTE): back up
+        // with no new lease yet, the route is on-link until one is learned.
+        _ = policy.linkChanged(down(wifi), classify: classify)
+        let back = policy.linkChanged(wifi, classify: classify)
+        #expect(back.commands.contains(.addRoute(table: 1003, gateway: nil, interfaceIndex: 3, source: wifiAddress)))
+
+        // A configured gateway wins over a learned one.
+        var configuration = PathPolicyConfiguration()
+        configuration.interfaces["wlan0"] = InterfacePolicy(gateway: other)
+        var configured = PathPolicy(configuration: configuration)
+        let decision = configured.start(links: [wifi], addresses: addresses(), routes: [dhcp], existing: [], classify: classify)
+        #expect(decision.commands.contains(.addRoute(table: 1003, gateway: other, interfaceIndex: 3, source: wifiAddress)))
+    }
+
     @Test("shutdown leaves the host as found")
     func shutdown() {
         var policy = PathPolicy(configuration: PathPolicyConfiguration())

@@ -107,7 +107,20 @@ struct mpx_ifaddr {
     uint32_t flags;
 };
 
-// Starts an RTM_GETLINK or RTM_GETADDR dump (type is RTM_GETLINK/RTM_GETADDR).
+// A route (RTM_NEWROUTE / RTM_DELROUTE): the fields the path manager learns gateways from.
+struct mpx_route {
+    int32_t oif;          // RTA_OIF; 0 if none (multipath routes have none)
+    uint32_t table;       // RTA_TABLE, else rtm_table
+    uint32_t priority;    // RTA_PRIORITY (the metric); 0 if absent
+    uint8_t family;
+    uint8_t dst_len;
+    uint8_t type;         // RTN_*
+    uint8_t deleted;      // RTM_DELROUTE
+    uint8_t has_gateway;
+    uint8_t gateway[16];  // RTA_GATEWAY
+};
+
+// Starts an RTM_GETLINK, RTM_GETADDR or RTM_GETROUTE dump (type is RTM_GET*).
 int mpx_rt_request_dump(struct mpx_nl *nl, uint16_t type, struct mpx_nl_error *err);
 // Adds or deletes a route `dst/dst_len [via gateway] dev oif [src prefsrc] table T`.
 int mpx_rt_route(struct mpx_nl *nl, int add, uint32_t table, uint8_t family,
@@ -133,7 +146,7 @@ enum mpx_record_kind {
     MPX_REC_MALFORMED = 8, // the bytes are not a valid message; `error.message` says why
     MPX_REC_PM_LIMITS = 9, // GET_LIMITS reply
     MPX_REC_DIAG_SOCKET = 10, // one socket of a sock_diag dump
-    MPX_REC_ROUTE = 11,    // RTM_NEWROUTE (the answer to mpx_rt_get_route)
+    MPX_REC_ROUTE = 11,    // RTM_NEWROUTE / RTM_DELROUTE (dumps, changes, and the answer to mpx_rt_get_route)
 };
 
 // Attribute presence bits of struct mpx_pm_event.present.
@@ -195,7 +208,7 @@ struct mpx_nl_record {
     struct mpx_pm_event event;
     struct mpx_pm_endpoint endpoint;
     uint32_t limit_subflows, limit_add_addr_accepted;
-    int32_t route_oif;     // MPX_REC_ROUTE: the output interface, 0 if none
+    struct mpx_route route;
     struct mpx_nl_error error;
 };
 
