@@ -263,6 +263,7 @@ struct ClientCommand: ParsableCommand {
             var pmConfiguration = try paths.configuration()
             pmConfiguration.namespace = configuration.namespace
             manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+            logPathManagerHostProblems(namespace: pmConfiguration.namespace, logger: Logger(label: "mptcp-proxy.pm"))
         }
         var metricsServer: MetricsServer?
         try runtime.runUntilSignal(start: {

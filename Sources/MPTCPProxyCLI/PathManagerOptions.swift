@@ -3,6 +3,7 @@ import DataPlane
 import Logging
 import MPTCPKernel
 import PathManager
+import Proxy
 
 /// Path-manager options shared by `client` and `pm`.
 struct PathManagerOptions: ParsableArguments {
@@ -70,6 +71,18 @@ struct PathManagerCommand: ParsableCommand {
         var configuration = try paths.configuration()
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
         let manager = PathManagerService(configuration: configuration, logger: logger)
+        logPathManagerHostProblems(namespace: configuration.namespace, logger: logger)
         try runtime.runUntilSignal(start: { try manager.start() }, stop: { _ in manager.stop() }, logger: logger)
+    }
+}
+
+/// Logs, before the path manager starts, what about this host defeats multipath whatever the
+/// manager does (HostCheck.pathManagerFindings), each with its fix: read in the manager's
+/// namespace, since every one of these settings is per namespace.
+func logPathManagerHostProblems(namespace: NetworkNamespace?, logger: Logger) {
+    guard let facts = try? OSThread.run(in: namespace, { HostFacts.gather() }) else { return }
+    for finding in HostCheck.pathManagerFindings(facts) {
+        let text = "host: \(finding.check): \(finding.detail)\(finding.fix.map { "; fix: \($0)" } ?? "")"
+        if finding.severity == .blocking { logger.error("\(text)") } else { logger.warning("\(text)") }
     }
 }

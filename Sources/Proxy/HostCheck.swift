@@ -176,6 +176,15 @@ public enum HostCheck {
         return findings
     }
 
+    /// What the path manager reports in its log when it starts: the problems of the host that
+    /// break multipath whatever it does (MPTCP off, strict rp_filter on an uplink, another
+    /// manager of the same endpoints), each with its fix. The limits are left out, because the
+    /// manager sets them itself, and so are the capabilities, because without them its first
+    /// command fails with the kernel's own reason.
+    public static func pathManagerFindings(_ facts: HostFacts) -> [HostFinding] {
+        diagnose(facts, role: .client).filter { $0.severity != .ok && ["MPTCP", "rp_filter", "other path managers"].contains($0.check) }
+    }
+
     /// One Info exchange with `server` (the health check of docs/protocol.md), and the
     /// transport it used: MPTCP, or a fallback to TCP (a network that strips MPTCP options).
     public static func probe(_ server: SocketAddress, key: ClientKey, timeoutSeconds: Int = 3) -> HostFinding {

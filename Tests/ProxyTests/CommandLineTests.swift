@@ -75,6 +75,19 @@ struct CommandLineTests {
         #expect(try code(keyA) == .notAuthorized)
     }
 
+    @Test("`mptcp-proxy pm` logs what about its namespace defeats multipath, with the fix: MPTCP off, strict rp_filter",
+          .enabled(if: KernelTestGate.enabled, "needs root and netns"))
+    func pathManagerReportsHostProblems() throws {
+        let testbed = try Testbed(endpoints: false)
+        defer { testbed.down() }
+        try testbed.exec(.gw, ["sysctl", "-qw", "net.mptcp.enabled=0"])
+        try testbed.exec(.gw, ["sysctl", "-qw", "net.ipv4.conf.wifi.rp_filter=1"])
+        let output = try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other 2>&1; true"])
+        #expect(output.contains("host: MPTCP: net.mptcp.enabled is 0"), "\(output)")
+        #expect(output.contains("host: rp_filter: strict reverse-path filtering on wifi"), "\(output)")
+        #expect(output.contains("fix: sysctl -w net.ipv4.conf.wifi.rp_filter=2"), "\(output)")
+    }
+
     @Test("options are range-checked like the file: a zero idle timeout is an error, not a relay that ends at once")
     func optionRanges() {
         for (option, value, message) in [("--idle-timeout-ms", "0", "--idle-timeout-ms 0 is outside 1000...86400000"),

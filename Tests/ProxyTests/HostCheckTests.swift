@@ -21,6 +21,21 @@ struct HostCheckTests {
 
     func finding(_ findings: [HostFinding], _ check: String) -> HostFinding? { findings.first { $0.check == check } }
 
+    @Test("the path manager's start-up report: only what defeats multipath whatever it does")
+    func pathManagerReport() {
+        #expect(HostCheck.pathManagerFindings(healthy).isEmpty)
+        var broken = healthy
+        broken.mptcpEnabled = 0
+        broken.rpFilter = ["wlan0": 1]
+        broken.otherManagers = ["mptcpd"]
+        broken.limits = (0, 0)        // the manager sets these itself: not reported
+        broken.tcpFastOpen = 0        // the proxy's business, not the manager's
+        let report = HostCheck.pathManagerFindings(broken)
+        #expect(report.map(\.check) == ["MPTCP", "rp_filter", "other path managers"])
+        #expect(report.first?.severity == .blocking)
+        #expect(report.allSatisfy { $0.fix != nil })
+    }
+
     @Test("a healthy gateway and a healthy VPS: all ok")
     func healthyHosts() {
         #expect(worst(HostCheck.diagnose(healthy, role: .client, transparent: true)) == .ok)
