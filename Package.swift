@@ -44,10 +44,11 @@ let package = Package(
                 swiftSettings: hotPath),
         // The Swift face of kernel MPTCP: socket options, fallback detection.
         .target(name: "MPTCPKernel", dependencies: ["CMPTCPNetlink", "DataPlane"], swiftSettings: hotPath),
-        // Interface classification and the path policy (pure), plus the service that runs it.
+        // Interface classification, the path policy and path health (pure), plus the service that runs them.
         .target(name: "PathManager", dependencies: [
             "MPTCPKernel", "DataPlane",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Structure-aware generators and invariant harnesses shared by the test suite's fuzzers
         // and the coverage-guided targets in tools/fuzz.

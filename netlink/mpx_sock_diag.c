@@ -72,6 +72,7 @@ static void parse_tcp_info(const struct nlattr *a, struct mpx_diag_socket *s) {
     s->total_retrans = ti.tcpi_total_retrans;
     s->segs_out = ti.tcpi_segs_out;
     s->segs_in = ti.tcpi_segs_in;
+    s->rto_us = ti.tcpi_rto;
     s->bytes_acked = ti.tcpi_bytes_acked;
     s->bytes_received = ti.tcpi_bytes_received;
     s->bytes_sent = ti.tcpi_bytes_sent;

@@ -35,11 +35,12 @@ public struct DiagSocket: Hashable, Sendable {
         public var bytesSent: UInt64
         public var bytesRetransmitted: UInt64
         public var deliveryRate: UInt64  // bytes per second, the kernel's estimate
+        public var rtoMicroseconds: UInt32
 
         public init(rttMicroseconds: UInt32 = 0, rttVarianceMicroseconds: UInt32 = 0, congestionWindow: UInt32 = 0, mss: UInt32 = 0,
                     unacked: UInt32 = 0, lost: UInt32 = 0, retransmitting: UInt32 = 0, totalRetransmits: UInt32 = 0,
                     segmentsOut: UInt32 = 0, segmentsIn: UInt32 = 0, bytesAcked: UInt64 = 0, bytesReceived: UInt64 = 0,
-                    bytesSent: UInt64 = 0, bytesRetransmitted: UInt64 = 0, deliveryRate: UInt64 = 0) {
+                    bytesSent: UInt64 = 0, bytesRetransmitted: UInt64 = 0, deliveryRate: UInt64 = 0, rtoMicroseconds: UInt32 = 0) {
             self.rttMicroseconds = rttMicroseconds
             self.rttVarianceMicroseconds = rttVarianceMicroseconds
             self.congestionWindow = congestionWindow
@@ -55,6 +56,7 @@ public struct DiagSocket: Hashable, Sendable {
             self.bytesSent = bytesSent
             self.bytesRetransmitted = bytesRetransmitted
             self.deliveryRate = deliveryRate
+            self.rtoMicroseconds = rtoMicroseconds
         }
     }
 
@@ -132,7 +134,7 @@ public struct DiagSocket: Hashable, Sendable {
                 mss: raw.snd_mss, unacked: raw.unacked, lost: raw.lost, retransmitting: raw.retrans,
                 totalRetransmits: raw.total_retrans, segmentsOut: raw.segs_out, segmentsIn: raw.segs_in,
                 bytesAcked: raw.bytes_acked, bytesReceived: raw.bytes_received, bytesSent: raw.bytes_sent,
-                bytesRetransmitted: raw.bytes_retrans, deliveryRate: raw.delivery_rate)
+                bytesRetransmitted: raw.bytes_retrans, deliveryRate: raw.delivery_rate, rtoMicroseconds: raw.rto_us)
         }
         if raw.has_mptcp_info != 0 {
             let info = raw.mptcp

@@ -262,6 +262,7 @@ struct ClientCommand: ParsableCommand {
         if !noPathManager {
             var pmConfiguration = try paths.configuration()
             pmConfiguration.namespace = configuration.namespace
+            pmConfiguration.metricsFactory = service.metrics.metricsFactory
             manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
             logPathManagerHostProblems(namespace: pmConfiguration.namespace, logger: Logger(label: "mptcp-proxy.pm"))
         }

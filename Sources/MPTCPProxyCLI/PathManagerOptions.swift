@@ -25,8 +25,24 @@ struct PathManagerOptions: ParsableArguments {
     @Flag(help: "Leave routing tables and rules alone (only manage endpoints).")
     var noRouting = false
 
+    @Flag(help: "Do not watch the subflows' progress for paths that silently drop everything (black holes); react to link and address changes only.")
+    var noPathHealth = false
+
+    @Option(help: "Milliseconds a failed path stays out of use before it is tried again (doubled each time it fails again soon after, up to 60 s).")
+    var pathHoldDown: UInt64 = 2_000
+
+    func validate() throws {
+        if !(100...600_000).contains(pathHoldDown) { throw ValidationError("--path-hold-down must be 100...600000 ms") }
+    }
+
     func configuration() throws -> PathManagerConfiguration {
         var configuration = PathManagerConfiguration()
+        if noPathHealth {
+            configuration.health = nil
+        } else {
+            configuration.health?.holdDownMilliseconds = pathHoldDown
+            configuration.health?.maximumHoldDownMilliseconds = max(60_000, pathHoldDown)
+        }
         do { configuration.classifier = try InterfaceClassifier(parsingOverrides: classes) } catch {
             throw ValidationError("--class \(error)")
         }

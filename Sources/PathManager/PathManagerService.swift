@@ -1,5 +1,6 @@
 import DataPlane
 import CLinuxShim
+import CoreMetrics
 import Glibc
 import Logging
 import MPTCPKernel
@@ -14,6 +15,13 @@ public struct PathManagerConfiguration: Sendable {
     /// changes larger than this is an overrun, which the service survives by re-reading the
     /// host (the tests set it tiny to provoke one).
     public var monitorReceiveBufferBytes: Int32?
+    /// Failure detection from the subflows' progress (nil: off, only link and address events).
+    public var health: PathHealthConfiguration? = PathHealthConfiguration()
+    /// How often the subflows are sampled while any exist on a managed path. Between
+    /// samples, and whenever there are none, the manager sleeps until an event.
+    public var sampleIntervalMilliseconds: Int32 = 100
+    /// Where its counters go (the proxy's /metrics); nil: not counted.
+    public var metricsFactory: MetricsFactory?
 
     public init() {}
 }
@@ -35,6 +43,8 @@ public final class PathManagerService: @unchecked Sendable {
     public let journal = CommandJournal()
     /// How many times the rtnetlink monitor overran and the host was re-read.
     public let resyncs = Atomic<Int>(0)
+    /// Health verdicts acted on, in order (for tests).
+    public let verdicts = Mutex<[PathHealthVerdict]>([])
 
     public init(configuration: PathManagerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -95,9 +105,19 @@ public final class PathManagerService: @unchecked Sendable {
 
         var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0)]
         if let events { fds.append(pollfd(fd: events.fd, events: Int16(POLLIN), revents: 0)) }
+        var health = configuration.health.map { PathHealth(configuration: $0) }
+        let diag = health == nil ? nil : try? SockDiagClient()
+        // Sampling runs while subflows exist on a managed path, and starts again on the next
+        // MPTCP event; with none, the manager sleeps in poll with no timeout.
+        var sampling = health != nil
+        var nextSample = monotonicMilliseconds()
         while !stopRequested.load(ordering: .acquiring) {
-            let ready = poll(&fds, nfds_t(fds.count), -1)
-            if ready <= 0 { continue }
+            let now = monotonicMilliseconds()
+            var deadline: UInt64? = sampling ? nextSample : nil
+            if let due = health?.nextDeadline { deadline = min(deadline ?? due, due) }
+            let timeout = deadline.map { Int32(clamping: $0 > now ? $0 - now : 0) } ?? -1
+            let ready = poll(&fds, nfds_t(fds.count), timeout)
+            if ready < 0 { continue }
             if fds[0].revents != 0 {
                 do {
                     for record in try monitor.pending() {
@@ -125,14 +145,71 @@ public final class PathManagerService: @unchecked Sendable {
                 } catch {
                     logger.error("rtnetlink monitor: \(error); state may be stale")
                 }
+                // A path whose link or address went and came back starts with a clean record.
+                for address in health?.failedAddresses ?? [] where !policy.pathAddresses.contains(address) { health?.forget(address) }
             }
             if let events, fds.count > 2, fds[2].revents != 0 {
                 for event in (try? events.pending()) ?? [] {
                     logger.debug("mptcp event: \(event)")
+                    if health != nil && !sampling {
+                        sampling = true
+                        nextSample = monotonicMilliseconds()
+                    }
                 }
+            }
+            guard health != nil, let diag else { continue }
+            let current = monotonicMilliseconds()
+            if sampling && current >= nextSample {
+                let subflows = sampleSubflows(diag)
+                let watched = policy.activePathAddresses
+                sampling = subflows.contains { watched.contains($0.localAddress) }
+                nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
+                for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
+                    act(on: verdict, policy: &policy, pm: pm, routes: routes)
+                }
+            }
+            for verdict in health!.due(now: current) {
+                act(on: verdict, policy: &policy, pm: pm, routes: routes)
+                // Re-admitted: watch the joins the kernel now opens on it.
+                sampling = true
+                nextSample = current
             }
         }
         execute(policy.shutdown(), pm: pm, routes: routes)
+    }
+
+    /// The kernel's MPTCP subflows now (TCP sockets whose ULP is mptcp), as the health
+    /// monitor reads them; empty if the dump fails (the next sample tries again).
+    private func sampleSubflows(_ diag: SockDiagClient) -> [SubflowSample] {
+        guard let sockets = try? diag.sockets(.tcp) else { return [] }
+        return sockets.compactMap { socket in
+            guard socket.subflow != nil, let tcp = socket.tcp else { return nil }
+            return SubflowSample(cookie: socket.cookie, localAddress: socket.local.address, state: socket.state, unacked: tcp.unacked,
+                                 bytesAcked: tcp.bytesAcked, rttMicroseconds: tcp.rttMicroseconds, rtoMicroseconds: tcp.rtoMicroseconds)
+        }
+    }
+
+    /// Carries out a health verdict: the policy takes the path out or puts it back; the
+    /// decision is logged with its evidence and counted.
+    private func act(on verdict: PathHealthVerdict, policy: inout PathPolicy, pm: PathManagerClient, routes: RouteClient) {
+        verdicts.withLock { $0.append(verdict) }
+        switch verdict {
+        case .failed(let address, let kind, let evidence):
+            let name = policy.interfaceName(of: address) ?? "?"
+            logger.warning("path manager: path \(address) on \(name) failed (\(kind.rawValue)): \(evidence)")
+            count("mptcp_proxy_path_failures_total", [("interface", name), ("kind", kind.rawValue)])
+            execute(policy.pathFailed(address, evidence: evidence), pm: pm, routes: routes)
+        case .readmit(let address, let holdDown):
+            let name = policy.interfaceName(of: address) ?? "?"
+            logger.info("path manager: path \(address) on \(name) tried again after \(holdDown) ms out of use")
+            count("mptcp_proxy_path_readmissions_total", [("interface", name)])
+            execute(policy.pathReadmitted(address, reason: "hold-down of \(holdDown) ms over"), pm: pm, routes: routes)
+        }
+    }
+
+    private func count(_ label: String, _ dimensions: [(String, String)]) {
+        guard let factory = configuration.metricsFactory else { return }
+        Counter(label: label, dimensions: dimensions, factory: factory).increment()
     }
 
     private func execute(_ decision: PathDecision, pm: PathManagerClient, routes: RouteClient) {
@@ -152,8 +229,10 @@ public final class PathManagerService: @unchecked Sendable {
                 }
                 logger.info("path manager: \(command) (\(decision.reason))")
                 journal.record(command, error: nil)
+                count("mptcp_proxy_path_commands_total", [("command", command.kind), ("outcome", "ok")])
             } catch {
                 journal.record(command, error: error)
+                count("mptcp_proxy_path_commands_total", [("command", command.kind), ("outcome", "failed")])
                 // The kernel removes a route with its link or its source address: already gone.
                 if case .deleteRoute = command, error.errno == ESRCH {
                     logger.debug("path manager: \(command): already removed by the kernel")

@@ -13,6 +13,20 @@ public enum PathCommand: Hashable, Sendable, CustomStringConvertible {
     case deleteRule(table: UInt32, priority: UInt32, source: IPAddress)
     case setLimits(subflows: UInt32, addAddrAccepted: UInt32)
 
+    /// The command's name, for a metric label.
+    public var kind: String {
+        switch self {
+        case .addEndpoint: return "add_endpoint"
+        case .deleteEndpoint: return "delete_endpoint"
+        case .setFlags: return "set_flags"
+        case .addRoute: return "add_route"
+        case .deleteRoute: return "delete_route"
+        case .addRule: return "add_rule"
+        case .deleteRule: return "delete_rule"
+        case .setLimits: return "set_limits"
+        }
+    }
+
     public var description: String {
         switch self {
         case .addEndpoint(let e): return "add endpoint id \(e.id) \(e.address) \(e.flags) ifindex \(e.interfaceIndex)"
@@ -79,6 +93,9 @@ public struct PathPolicy {
     /// The main table's default routes through a next hop (a DHCP client's or the operator's),
     /// normalized (deleted: false): the gateways of uplinks not given one by configuration.
     private var mainDefaultRoutes: Set<RouteEntry> = []
+    /// Paths the health monitor took out of use, by address: they get no endpoint (so no
+    /// subflow) while they are out, but keep their routing, so they can be tried again.
+    private var failedPaths: Set<IPAddress> = []
     private var installedRules: Set<PathCommand> = []
     private var limits: (UInt32, UInt32)?
 
@@ -156,6 +173,33 @@ public struct PathPolicy {
         let what = after.map { "gateway \($0) of \(name) learned from the main table's default route" }
             ?? "gateway \(before!) of \(name) gone from the main table"
         return reconcile(what)
+    }
+
+    /// The health monitor saw `address` deliver nothing (PathHealth): take it out of use now,
+    /// as if its link had gone (promoting standbys first when it was the last active path).
+    public mutating func pathFailed(_ address: IPAddress, evidence: String) -> PathDecision {
+        guard installed[address] != nil else { return PathDecision(reason: "", commands: []) }
+        failedPaths.insert(address)
+        return reconcile("path \(address) on \(interfaceName(of: address) ?? "?") failed: \(evidence)")
+    }
+
+    /// Its hold-down is over: put the path back; the kernel opens its subflows again on every
+    /// connection when the endpoint returns.
+    public mutating func pathReadmitted(_ address: IPAddress, reason: String) -> PathDecision {
+        guard failedPaths.remove(address) != nil else { return PathDecision(reason: "", commands: []) }
+        return reconcile("path \(address) on \(interfaceName(of: address) ?? "?") tried again: \(reason)")
+    }
+
+    /// The addresses of the usable paths this manager has endpoints for now (what the health
+    /// monitor watches).
+    public var activePathAddresses: Set<IPAddress> { Set(installed.keys) }
+
+    /// Every usable managed path address, failed or not.
+    public var pathAddresses: Set<IPAddress> { Set(usablePaths().map(\.address).filter { foreign[$0] == nil }) }
+
+    /// The interface a path address is on, for logs and metric labels.
+    public func interfaceName(of address: IPAddress) -> String? {
+        addresses.first { $0.value.contains(address) }.flatMap { links[$0.key]?.name }
     }
 
     /// The host as a fresh dump shows it, after the kernel dropped change messages (a netlink
@@ -253,9 +297,11 @@ public struct PathPolicy {
 
     private mutating func reconcile(_ reason: String) -> PathDecision {
         let paths = usablePaths().filter { foreign[$0.address] == nil }
-        // Desired endpoints with their class flags.
+        // A failed path whose address or link went away is no longer failed: it is gone.
+        failedPaths = failedPaths.filter { address in paths.contains { $0.address == address } }
+        // Desired endpoints with their class flags: every usable path but the failed ones.
         var desired: [IPAddress: MPTCPEndpoint] = [:]
-        for path in paths {
+        for path in paths where !failedPaths.contains(path.address) {
             desired[path.address] = MPTCPEndpoint(id: id(for: path.address), address: path.address, flags: baseFlags(path.index), interfaceIndex: path.index)
         }
         // Promotion: with no non-backup path left, standbys carry the traffic.
@@ -301,7 +347,7 @@ public struct PathPolicy {
         }
         // Limits from the number of paths: one subflow per extra path, bounded by the kernel's 8.
         var limitCommands: [PathCommand] = []
-        let count = UInt32(min(8, max(2, desired.count + foreign.count)))
+        let count = UInt32(min(8, max(2, paths.count + foreign.count)))  // failed paths included: they come back
         if limits == nil || limits! != (count, count) {
             limits = (count, count)
             limitCommands.append(.setLimits(subflows: count, addAddrAccepted: count))

@@ -69,6 +69,10 @@ public final class ProxyMetrics: Sendable {
         bytesDown.increment(by: 0)
     }
 
+    /// The factory behind this registry, for a component that counts into the same /metrics
+    /// (the client's path manager).
+    public var metricsFactory: MetricsFactory { factory }
+
     /// Starts recording relaying connections (called when a metrics server starts).
     public func startExporting() { exporting.store(true, ordering: .relaxed) }
 

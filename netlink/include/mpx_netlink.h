@@ -195,6 +195,7 @@ struct mpx_diag_socket {
     // struct tcp_info, the fields the monitor shows
     uint32_t rtt_us, rttvar_us, snd_cwnd, snd_mss, unacked, lost, retrans, total_retrans;
     uint32_t segs_out, segs_in;
+    uint32_t rto_us;         // the retransmission timeout now (path health: how long a stall may last)
     uint64_t bytes_acked, bytes_received, bytes_sent, bytes_retrans, delivery_rate;
     struct mpx_mptcp_info mptcp;
 };
