@@ -48,6 +48,15 @@ public struct Socket: Hashable, Sendable {
         }
     }
 
+    /// Binds an outgoing socket to a local address before its connect, leaving the port to
+    /// the connect (IP_BIND_ADDRESS_NO_PORT): bound this way a socket does not hold a port of
+    /// its own, so many can share the address's port range with unbound ones.
+    public func bindSource(_ address: IPAddress) throws(SystemError) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_IP), 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, socklen_t(MemoryLayout<Int32>.size))
+        try bind(to: SocketAddress(address, port: 0))
+    }
+
     public func listen(backlog: Int32) throws(SystemError) {
         try syscall("listen") { Glibc.listen(fd, backlog) }
     }

@@ -263,6 +263,8 @@ struct ClientCommand: ParsableCommand {
             var pmConfiguration = try paths.configuration()
             pmConfiguration.namespace = configuration.namespace
             pmConfiguration.metricsFactory = service.metrics.metricsFactory
+            // While a path is failed, connections to the servers start from a healthy one.
+            pmConfiguration.onUpstreamSources = { [servers = service.serverEndpoints] in servers?.setUpstreamSources($0) }
             manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
             logPathManagerHostProblems(namespace: pmConfiguration.namespace, logger: Logger(label: "mptcp-proxy.pm"))
         }

@@ -91,6 +91,9 @@ public struct PathHealth {
     }
     /// Paths that failed: out of use until `readmitAt`, then on probation.
     private var failures: [IPAddress: Failure] = [:]
+    /// Re-admitted paths not yet seen to work: no subflow on them has completed its handshake
+    /// since they came back.
+    private var unproven: Set<IPAddress> = []
 
     public init(configuration: PathHealthConfiguration = PathHealthConfiguration()) {
         self.configuration = configuration
@@ -98,6 +101,11 @@ public struct PathHealth {
 
     /// The paths with a failure on record (out of use, or on probation after one).
     public var failedAddresses: [IPAddress] { Array(failures.keys) }
+
+    /// Paths that new connections should not start over: out of use, or back but unproven.
+    public var avoidedAddresses: Set<IPAddress> {
+        unproven.union(failures.filter { $0.value.readmitAt != nil }.keys)
+    }
 
     /// Whether a path is out of use now.
     public func isFailed(_ address: IPAddress) -> Bool { failures[address]?.readmitAt != nil }
@@ -128,6 +136,7 @@ public struct PathHealth {
                 // Data can be outstanding in every state after the handshake; the kernel itself
                 // starts closing a stalled subflow (FIN-WAIT-1) while its data is still unacked.
                 track.synSentSince = nil
+                if subflow.state == .established { unproven.remove(subflow.localAddress) }
                 if subflow.unacked == 0 {
                     track.stalledSince = nil
                     track.stallLimit = nil
@@ -166,6 +175,7 @@ public struct PathHealth {
             if let at = failure.readmitAt, at <= now {
                 failures[address]?.readmitAt = nil
                 failures[address]?.readmittedAt = now
+                unproven.insert(address)
                 verdicts.append(.readmit(address, afterMilliseconds: failure.holdDown))
             }
         }
@@ -175,6 +185,7 @@ public struct PathHealth {
     /// The path's link or address went away (or came back): its history no longer applies.
     public mutating func forget(_ address: IPAddress) {
         failures.removeValue(forKey: address)
+        unproven.remove(address)
         tracks = tracks.filter { $0.value.localAddress != address }
     }
 
@@ -184,6 +195,7 @@ public struct PathHealth {
             // Failed again soon after coming back: wait longer before the next try.
             holdDown = min(configuration.maximumHoldDownMilliseconds, previous.holdDown.multipliedReportingOverflow(by: 2).partialValue)
         }
+        unproven.remove(address)
         failures[address] = Failure(holdDown: holdDown, readmitAt: now > UInt64.max - holdDown ? UInt64.max : now + holdDown, readmittedAt: nil)
     }
 

@@ -22,6 +22,15 @@ public struct PathManagerConfiguration: Sendable {
     public var sampleIntervalMilliseconds: Int32 = 100
     /// Where its counters go (the proxy's /metrics); nil: not counted.
     public var metricsFactory: MetricsFactory?
+    /// Told the local addresses connections to the servers should start from whenever they
+    /// change (PathPolicy.sources(avoiding:) the failed and unproven paths; empty: routing chooses). The client
+    /// passes them to its server endpoints, whose dials and health checks bind to them.
+    public var onUpstreamSources: (@Sendable ([IPAddress]) -> Void)?
+    /// With nothing to watch, the subflows are still sampled this often (path health on): on
+    /// an idle gateway a black hole shows only in the first subflows of new connections (the
+    /// client's health checks), which sit in SYN-SENT for a second or more. One sock_diag dump
+    /// a second; see docs/decisions/0012.
+    public var idleSampleIntervalMilliseconds: UInt64 = 1_000
 
     public init() {}
 }
@@ -111,9 +120,10 @@ public final class PathManagerService: @unchecked Sendable {
         // MPTCP event; with none, the manager sleeps in poll with no timeout.
         var sampling = health != nil
         var nextSample = monotonicMilliseconds()
+        var upstreamSources: [IPAddress] = []
         while !stopRequested.load(ordering: .acquiring) {
             let now = monotonicMilliseconds()
-            var deadline: UInt64? = sampling ? nextSample : nil
+            var deadline: UInt64? = health == nil ? nil : nextSample
             if let due = health?.nextDeadline { deadline = min(deadline ?? due, due) }
             let timeout = deadline.map { Int32(clamping: $0 > now ? $0 - now : 0) } ?? -1
             let ready = poll(&fds, nfds_t(fds.count), timeout)
@@ -152,18 +162,19 @@ public final class PathManagerService: @unchecked Sendable {
                 for event in (try? events.pending()) ?? [] {
                     logger.debug("mptcp event: \(event)")
                     if health != nil && !sampling {
+                        // Something is happening: sample at the fast rate from now.
                         sampling = true
-                        nextSample = monotonicMilliseconds()
+                        nextSample = min(nextSample, monotonicMilliseconds() + UInt64(configuration.sampleIntervalMilliseconds))
                     }
                 }
             }
             guard health != nil, let diag else { continue }
             let current = monotonicMilliseconds()
-            if sampling && current >= nextSample {
+            if current >= nextSample {
                 let subflows = sampleSubflows(diag)
                 let watched = policy.activePathAddresses
                 sampling = subflows.contains { watched.contains($0.localAddress) }
-                nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
+                nextSample = current + (sampling ? UInt64(configuration.sampleIntervalMilliseconds) : configuration.idleSampleIntervalMilliseconds)
                 for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
                     act(on: verdict, policy: &policy, pm: pm, routes: routes)
                 }
@@ -172,7 +183,13 @@ public final class PathManagerService: @unchecked Sendable {
                 act(on: verdict, policy: &policy, pm: pm, routes: routes)
                 // Re-admitted: watch the joins the kernel now opens on it.
                 sampling = true
-                nextSample = current
+                nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
+            }
+            let sources = policy.sources(avoiding: health!.avoidedAddresses)
+            if sources != upstreamSources {
+                upstreamSources = sources
+                logger.info("path manager: connections to the servers start from \(sources.isEmpty ? "wherever routing chooses (no path failed)" : sources.map { "\($0)" }.joined(separator: ", "))")
+                configuration.onUpstreamSources?(sources)
             }
         }
         execute(policy.shutdown(), pm: pm, routes: routes)

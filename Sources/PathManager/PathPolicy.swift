@@ -194,6 +194,22 @@ public struct PathPolicy {
     /// monitor watches).
     public var activePathAddresses: Set<IPAddress> { Set(installed.keys) }
 
+    /// Where connections to the proxy's servers should start from while some paths are to be
+    /// avoided (failed, or back but unproven): the first path in use of each family that is
+    /// not among them, non-backup first, then by interface. Their first subflow follows the
+    /// main routing table, which may point at a black hole. Empty when nothing is avoided:
+    /// routing (the operator's, or the DHCP client's) decides.
+    public func sources(avoiding avoided: Set<IPAddress>) -> [IPAddress] {
+        guard !avoided.isEmpty else { return [] }
+        let ordered = installed.values.filter { !avoided.contains($0.address) }.sorted {
+            ($0.flags.contains(.backup) ? 1 : 0, $0.interfaceIndex, $0.address.description)
+                < ($1.flags.contains(.backup) ? 1 : 0, $1.interfaceIndex, $1.address.description)
+        }
+        var chosen: [IPAddress] = []
+        for endpoint in ordered where !chosen.contains(where: { $0.family == endpoint.address.family }) { chosen.append(endpoint.address) }
+        return chosen
+    }
+
     /// Every usable managed path address, failed or not.
     public var pathAddresses: Set<IPAddress> { Set(usablePaths().map(\.address).filter { foreign[$0] == nil }) }
 

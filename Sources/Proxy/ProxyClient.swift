@@ -88,9 +88,11 @@ public enum ProxyClient {
                 ConnectionDriver(context: context, inbound: socket, peer: peer, frontend: frontend, upstream: convertUpstream(context)).launch()
             }
         }
-        return ProxyService(name: "client", role: .client, specs: specs, loops: configuration.loops, namespace: configuration.namespace,
-                            timeouts: configuration.timeouts, logger: logger, metrics: metrics,
-                            companions: [ServerHealthMonitor(servers: servers, key: upstream.key)], onEnd: onEnd)
+        let service = ProxyService(name: "client", role: .client, specs: specs, loops: configuration.loops, namespace: configuration.namespace,
+                                   timeouts: configuration.timeouts, logger: logger, metrics: metrics,
+                                   companions: [ServerHealthMonitor(servers: servers, key: upstream.key)], onEnd: onEnd)
+        service.serverEndpoints = servers
+        return service
     }
 }
 

@@ -36,6 +36,8 @@ public final class ProxyService: @unchecked Sendable {
     public let logger: Logger
     public let active = ActiveCounter()
     public let metrics: ProxyMetrics
+    /// A client's servers (health, choice, the address its dials start from); nil on a server.
+    public internal(set) var serverEndpoints: ServerEndpoints?
     private var specs: [ListenerSpec]
     private let loopCount: Int
     private let namespace: NetworkNamespace?

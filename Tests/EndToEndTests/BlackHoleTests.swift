@@ -73,4 +73,46 @@ struct BlackHoleTests {
             #expect(wifiSubflowsAfterReturn.value >= 1, "no wifi subflow on the running connection after wifi recovered")
         }
     }
+
+    @Test("the uplink that carries the route to the server black-holes on an idle gateway: new connections and the health checks start from a healthy path within seconds; after the recovery, routing decides again")
+    func newConnectionsAvoidABlackHoledRoute() throws {
+        try withChain(pathManager: allActiveConfiguration()) { chain in
+            let testbed = chain.testbed
+            // The main table sends everything for the server over wifi (testbed.sh).
+            _ = try chain.transfer(upload: 1 << 20, download: 1 << 20, seed: 31, timeoutSeconds: 10)
+            try testbed.impair("wifi", .blackhole(true))
+            let cut = monotonicMilliseconds()
+            var firstSuccess: UInt64?
+            var failures = 0
+            while firstSuccess == nil && monotonicMilliseconds() - cut < 15_000 {
+                do {
+                    _ = try chain.transfer(upload: 256 << 10, download: 256 << 10, seed: 32, timeoutSeconds: 3)
+                    firstSuccess = monotonicMilliseconds() - cut
+                } catch {
+                    failures += 1
+                    usleep(250_000)
+                }
+            }
+            let manager = try #require(chain.pathManager)
+            print("black-holed route to the server: first new connection through after \(firstSuccess.map { "\($0) ms" } ?? "never"), \(failures) failed before; verdicts \(manager.verdicts.withLock { $0 })")
+            #expect(firstSuccess != nil && firstSuccess! <= 10_000, "new connections did not get through")
+            let servers = try #require(chain.client.serverEndpoints)
+            let server = try SocketAddress(parsing: "10.9.9.9:4443")
+            let source = servers.upstreamSource(for: server)
+            #expect(source != nil && source != IPAddress(parsing: "10.1.1.1"), "source \(String(describing: source))")
+            // Every one of the next five gets through at once, every byte checked.
+            for seed in 33..<38 { _ = try chain.transfer(upload: 256 << 10, download: 256 << 10, seed: UInt64(seed), timeoutSeconds: 5) }
+
+            // wifi recovers: once a subflow on it is seen to work, routing chooses again.
+            try testbed.impair("wifi", .blackhole(false))
+            var released = false
+            for attempt in 0..<40 where !released {
+                // Traffic gives the re-admitted wifi its chance to prove itself (a join).
+                _ = try? chain.transfer(upload: 256 << 10, download: 256 << 10, seed: UInt64(40 + attempt), timeoutSeconds: 5)
+                released = servers.upstreamSource(for: server) == nil
+                if !released { usleep(250_000) }
+            }
+            #expect(released, "connections still start from \(String(describing: servers.upstreamSource(for: server))) after wifi recovered")
+        }
+    }
 }

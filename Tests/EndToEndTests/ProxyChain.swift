@@ -112,6 +112,7 @@ final class ProxyChain {
         client = ProxyClient.makeService(clientConfig, logger: logger, onEnd: { [clientRecords] in clientRecords.append($0) })
         if var configuration = pathManager {
             configuration.namespace = testbed.namespace(.gw)
+            configuration.onUpstreamSources = { [servers = client.serverEndpoints] in servers?.setUpstreamSources($0) }
             self.pathManager = PathManagerService(configuration: configuration, logger: logger)
         } else {
             self.pathManager = nil

@@ -190,13 +190,16 @@ set_filter() {  # set_filter PATH loss PERCENT | PATH blackhole on|off
     local path=$1 kind=$2 value=$3 n
     echo "$value" > "$STATE_DIR/$P.$kind.$path"
     for n in gw vps; do
-        local rules_in="" rules_out="" f p v
+        local rules_in="" f p v
         for f in "$STATE_DIR/$P".loss.* "$STATE_DIR/$P".blackhole.*; do
             [[ -f $f ]] || continue
             p=${f##*.}; v=$(cat "$f")
             case $f in
                 *.loss.*) [[ $v -gt 0 ]] && rules_in+="iifname \"$p\" numgen random mod 100 < $v drop; " ;;
-                *.blackhole.*) [[ $v == on ]] && { rules_in+="iifname \"$p\" drop; "; rules_out+="oifname \"$p\" drop; "; } ;;
+                # On arrival at either end only, as a dead link would: a drop in our own
+                # egress hook fails the send locally (EPERM), so TCP never counts the segment
+                # as sent and no sender sees data outstanding, which no real black hole does.
+                *.blackhole.*) [[ $v == on ]] && rules_in+="iifname \"$p\" drop; " ;;
             esac
         done
         ns "$n" nft -f - <<NFT
@@ -204,7 +207,6 @@ table inet mpx_impair {}
 delete table inet mpx_impair
 table inet mpx_impair {
     chain in { type filter hook prerouting priority -300; policy accept; $rules_in}
-    chain out { type filter hook postrouting priority 300; policy accept; $rules_out}
 }
 NFT
     done

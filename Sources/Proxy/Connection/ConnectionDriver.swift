@@ -417,6 +417,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             try? socket.setOption(level: Int32(IPPROTO_TCP), name: MPX_TCP_FASTOPEN_CONNECT, 1, "TCP_FASTOPEN_CONNECT")
         }
         do {
+            if let source = plan.sources.first(where: { $0.family == address.family }) { try socket.bindSource(source) }
             let connected = try socket.connect(to: address)
             return .success(Attempt(socket: owned, connected: connected, isMPTCP: isMPTCP))
         } catch {

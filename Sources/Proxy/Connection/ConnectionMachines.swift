@@ -105,9 +105,13 @@ public struct DialPlan: Equatable, Sendable {
     /// One attempt at a time: after `attemptDelay` the attempt is closed before the next starts
     /// (servers that each could act on a request carried in the SYN), not raced.
     public var exclusive: Bool
+    /// Local addresses to start from, by family (nil or no match: routing chooses).
+    public var sources: [IPAddress]
 
     public init(candidates: [SocketAddress], mptcp: Bool = false, fastOpen: Bool = false, initialData: [UInt8] = [],
-                receiveBuffer: Int32 = 0, attemptDelay: UInt64 = 250, timeout: UInt64 = 10_000, exclusive: Bool = false) {
+                receiveBuffer: Int32 = 0, attemptDelay: UInt64 = 250, timeout: UInt64 = 10_000, exclusive: Bool = false,
+                sources: [IPAddress] = []) {
+        self.sources = sources
         self.candidates = candidates
         self.mptcp = mptcp
         self.fastOpen = fastOpen

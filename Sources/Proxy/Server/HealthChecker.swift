@@ -37,12 +37,16 @@ public struct HealthTarget: Sendable {
     public var settings: HealthCheckSettings
     public var probe: HealthProbe
     public var report: @Sendable (_ success: Bool, _ detail: String) -> Void
+    /// The local address a check starts from (nil: routing chooses); asked before every check.
+    public var source: @Sendable () -> IPAddress?
 
     public init(address: SocketAddress, settings: HealthCheckSettings, probe: HealthProbe,
+                source: @escaping @Sendable () -> IPAddress? = { nil },
                 report: @escaping @Sendable (Bool, String) -> Void) {
         self.address = address
         self.settings = settings
         self.probe = probe
+        self.source = source
         self.report = report
     }
 }
@@ -114,6 +118,7 @@ private final class TargetCheck: EventHandler {
             socket = owned
             try loop.register(opened.fd, events: EventLoop.streamEvents, handler: self)
             loop.arm(deadline, after: target.settings.timeout)
+            if let source = target.source() { try opened.bindSource(source) }
             if try opened.connect(to: target.address) { established() }
         } catch {
             conclude(false, "\(error)")

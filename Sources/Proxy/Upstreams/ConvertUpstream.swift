@@ -116,7 +116,8 @@ public struct ConvertUpstream: Upstream {
         earlyBytesCarried = earlyData.count
         return .dial(DialPlan(candidates: planned, mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
                               initialData: signed + earlyData, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
-                              attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true))
+                              attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true,
+                              sources: planned.compactMap { servers.upstreamSource(for: $0) }))
     }
 
     public mutating func received(_ side: Side, _ bytes: [UInt8]) -> UpstreamStep {

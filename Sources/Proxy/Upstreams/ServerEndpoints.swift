@@ -39,6 +39,7 @@ public final class ServerEndpoints: Sendable {
     private let chosenServer: Mutex<SocketAddress?>
     private let logger: Logger?
     private let metrics: ProxyMetrics?
+    private let sources = Mutex<[IPAddress]>([])
 
     public init(_ servers: [SocketAddress], settings: ServerHealthSettings = ServerHealthSettings(),
                 logger: Logger? = nil, metrics: ProxyMetrics? = nil) {
@@ -52,6 +53,25 @@ public final class ServerEndpoints: Sendable {
         self.metrics = metrics
         for server in servers { metrics?.serverHealth(server, up: true, chosen: server == servers.first) }
         metrics?.serverFailover(count: 0)  // present from the start: a scrape sees 0, not nothing
+    }
+
+    /// The local addresses connections to the servers (and their health checks) start from, at
+    /// most one per family; empty lets routing choose. The path manager sets them while a path
+    /// is failed that routing may still send the first subflow over (a black-holed uplink
+    /// carrying the route to the servers), and clears them when none is.
+    public func setUpstreamSources(_ addresses: [IPAddress]) {
+        let changed = sources.withLock { current -> Bool in
+            defer { current = addresses }
+            return current != addresses
+        }
+        if changed {
+            logger?.notice("connections to the servers now start from \(addresses.isEmpty ? "wherever routing chooses" : addresses.map { "\($0)" }.joined(separator: ", "))")
+        }
+    }
+
+    /// The source for a connection to `server`: the configured one of its family, or nil.
+    public func upstreamSource(for server: SocketAddress) -> IPAddress? {
+        sources.withLock { list in list.first { $0.family == server.family } }
     }
 
     /// The healthy servers, best first; empty when none is.
@@ -94,7 +114,8 @@ public final class ServerEndpoints: Sendable {
     /// proves the path, the server process, and that it still accepts this key.
     public func targets(key: ClientKey) -> [HealthTarget] {
         servers.map { server in
-            HealthTarget(address: server, settings: settings.checks, probe: Self.infoProbe(key: key)) { [self] success, detail in
+            HealthTarget(address: server, settings: settings.checks, probe: Self.infoProbe(key: key),
+                         source: { [self] in upstreamSource(for: server) }) { [self] success, detail in
                 record(server, success: success, evidence: .check, detail: detail)
             }
         }
