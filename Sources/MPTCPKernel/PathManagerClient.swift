@@ -188,6 +188,18 @@ public final class RouteClient {
         return try socket.collectDump(sequence: UInt32(sequence), pmFamily: 0, operation: operation)
     }
 
+    /// Reads and drops everything queued (after an overrun, before the re-dump). Until the
+    /// queue is empty the kernel, having reported one overrun, drops further messages without
+    /// reporting another; once it is empty, any message lost later is reported again.
+    public func discardPending() {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = recv(socket.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count > 0 || (count < 0 && (errno == EINTR || errno == ENOBUFS)) { continue }
+            return
+        }
+    }
+
     /// Link, address and route changes queued now (non-blocking; monitor sockets only).
     public func pending() throws(NetlinkError) -> [NetlinkRecord] {
         try socket.drain(pmFamily: 0)

@@ -143,6 +143,9 @@ public final class PathManagerService: @unchecked Sendable {
                     // The kernel dropped change messages: whatever they said is lost, so read
                     // the whole host again and reconcile against it.
                     resyncs.add(1, ordering: .relaxed)
+                    // Empty the queue first: until it is, the kernel drops what follows without
+                    // saying so again, and the dump could miss a change that is never reported.
+                    monitor.discardPending()
                     do {
                         let links = try routes.links()
                         let addresses = try routes.addresses()
