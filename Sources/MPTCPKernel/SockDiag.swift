@@ -204,10 +204,11 @@ public final class SockDiagClient {
         socket = try NetlinkSocket(bus: 4 /* NETLINK_SOCK_DIAG */, operation: "open sock_diag")
     }
 
-    /// Every socket of `protocol` (IPv4 and IPv6), except TIME_WAIT and SYN_RECV minisockets.
-    public func sockets(_ diagProtocol: DiagProtocol) throws(NetlinkError) -> [DiagSocket] {
+    /// Every socket of `protocol` (IPv4 and IPv6, or the `families` given), except TIME_WAIT
+    /// and SYN_RECV minisockets.
+    public func sockets(_ diagProtocol: DiagProtocol, families: Set<Int32> = [AF_INET, AF_INET6]) throws(NetlinkError) -> [DiagSocket] {
         var all: [DiagSocket] = []
-        for family in [UInt8(AF_INET), UInt8(AF_INET6)] {
+        for family in [UInt8(AF_INET), UInt8(AF_INET6)] where families.contains(Int32(family)) {
             let operation = "sock_diag dump \(diagProtocol) \(family == UInt8(AF_INET) ? "IPv4" : "IPv6")"
             var sequence: Int32 = 0
             try socket.run(operation) { handle, error in

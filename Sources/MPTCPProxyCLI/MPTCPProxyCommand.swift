@@ -265,7 +265,10 @@ struct ClientCommand: ParsableCommand {
             pmConfiguration.metricsFactory = service.metrics.metricsFactory
             // While a path is failed, connections to the servers start from a healthy one.
             pmConfiguration.onUpstreamSources = { [servers = service.serverEndpoints] in servers?.setUpstreamSources($0) }
-            manager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+            let pathManager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
+            // A failed health check or connection may be a dead path: the manager looks at once.
+            service.serverEndpoints?.onFailure { [weak pathManager] in pathManager?.sampleSoon() }
+            manager = pathManager
             logPathManagerHostProblems(namespace: pmConfiguration.namespace, logger: Logger(label: "mptcp-proxy.pm"))
         }
         var metricsServer: MetricsServer?

@@ -35,7 +35,7 @@ public enum PathHealthVerdict: Hashable, Sendable {
     public enum FailureKind: String, Hashable, Sendable {
         /// Data outstanding on a subflow and no acknowledgement for longer than an RTO and an RTT.
         case stalledSend = "stalled_send"
-        /// A new subflow's SYN unanswered.
+        /// A new subflow's SYN unanswered for the join timeout.
         case joinTimeout = "join_timeout"
     }
 }
@@ -45,8 +45,10 @@ public struct PathHealthConfiguration: Sendable {
     /// longer than max(this, its RTO + its RTT, as they were when they last moved): a path that
     /// delivers anything acknowledges the RTO's retransmission within one round trip.
     public var stallFloorMilliseconds: UInt64 = 250
-    /// A subflow still in SYN-SENT after this long: its path does not answer.
-    public var joinTimeoutMilliseconds: UInt64 = 1_000
+    /// A subflow still in SYN-SENT after this long: its first SYN or the answer was lost (TCP
+    /// sends the SYN again at 1 s), so its path does not answer. Below 1 s so that the client's
+    /// health checks, which give up after 1 s, can show it on an idle gateway.
+    public var joinTimeoutMilliseconds: UInt64 = 800
     /// How long a failed path stays out before it is tried again; doubled each time it fails
     /// again soon after coming back, up to the maximum, so a flapping path is not a storm.
     public var holdDownMilliseconds: UInt64 = 2_000

@@ -26,11 +26,9 @@ public struct PathManagerConfiguration: Sendable {
     /// change (PathPolicy.sources(avoiding:) the failed and unproven paths; empty: routing chooses). The client
     /// passes them to its server endpoints, whose dials and health checks bind to them.
     public var onUpstreamSources: (@Sendable ([IPAddress]) -> Void)?
-    /// With nothing to watch, the subflows are still sampled this often (path health on): on
-    /// an idle gateway a black hole shows only in the first subflows of new connections (the
-    /// client's health checks), which sit in SYN-SENT for a second or more. One sock_diag dump
-    /// a second; see docs/decisions/0012.
-    public var idleSampleIntervalMilliseconds: UInt64 = 1_000
+    /// After `sampleSoon()`, sample at the fast rate for this long even with nothing to
+    /// watch: the next connection attempts are then seen from their first SYN.
+    public var alertSamplingMilliseconds: UInt64 = 5_000
 
     public init() {}
 }
@@ -47,6 +45,8 @@ public final class PathManagerService: @unchecked Sendable {
     /// Written by `stop()`: the thread sleeps in poll(2) on its sockets and this, with no
     /// timeout, so an idle path manager never wakes up.
     private let stopEvent = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+    /// Written by `sampleSoon()`.
+    private let alertEvent = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
     private let started = ResultsBox<Void>(count: 1)
     /// Every command carried out, with its outcome (for tests and metrics).
     public let journal = CommandJournal()
@@ -82,7 +82,19 @@ public final class PathManagerService: @unchecked Sendable {
         thread = nil
     }
 
-    deinit { close(stopEvent) }
+    /// Something failed that a dead path could explain (a health check, a connection): look
+    /// at the subflows now and keep looking closely for a while. With no subflows the manager
+    /// does not sample at all (an idle gateway does not wake up), so on an idle gateway a black
+    /// hole is only noticed this way, from the unanswered SYNs of the attempts that follow.
+    public func sampleSoon() {
+        var one: UInt64 = 1
+        _ = write(alertEvent, &one, 8)
+    }
+
+    deinit {
+        close(stopEvent)
+        close(alertEvent)
+    }
 
     private func run() {
         let monitor: RouteClient
@@ -112,8 +124,10 @@ public final class PathManagerService: @unchecked Sendable {
         if events == nil { logger.warning("not subscribed to MPTCP events (needs CAP_NET_ADMIN); link and address changes still handled") }
         started.set(0, .success(()))
 
-        var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: monitor.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: alertEvent, events: Int16(POLLIN), revents: 0)]
         if let events { fds.append(pollfd(fd: events.fd, events: Int16(POLLIN), revents: 0)) }
+        let eventsIndex = 3
         var health = configuration.health.map { PathHealth(configuration: $0) }
         let diag = health == nil ? nil : try? SockDiagClient()
         // Sampling runs while subflows exist on a managed path, and starts again on the next
@@ -121,9 +135,10 @@ public final class PathManagerService: @unchecked Sendable {
         var sampling = health != nil
         var nextSample = monotonicMilliseconds()
         var upstreamSources: [IPAddress] = []
+        var alertUntil: UInt64 = 0
         while !stopRequested.load(ordering: .acquiring) {
             let now = monotonicMilliseconds()
-            var deadline: UInt64? = health == nil ? nil : nextSample
+            var deadline: UInt64? = health != nil && (sampling || now < alertUntil) ? nextSample : nil
             if let due = health?.nextDeadline { deadline = min(deadline ?? due, due) }
             let timeout = deadline.map { Int32(clamping: $0 > now ? $0 - now : 0) } ?? -1
             let ready = poll(&fds, nfds_t(fds.count), timeout)
@@ -161,7 +176,15 @@ public final class PathManagerService: @unchecked Sendable {
                 // A path whose link or address went and came back starts with a clean record.
                 for address in health?.failedAddresses ?? [] where !policy.pathAddresses.contains(address) { health?.forget(address) }
             }
-            if let events, fds.count > 2, fds[2].revents != 0 {
+            if fds[2].revents != 0 {
+                var count: UInt64 = 0
+                _ = read(alertEvent, &count, 8)
+                if health != nil {
+                    alertUntil = monotonicMilliseconds() + configuration.alertSamplingMilliseconds
+                    nextSample = min(nextSample, monotonicMilliseconds())
+                }
+            }
+            if let events, fds.count > eventsIndex, fds[eventsIndex].revents != 0 {
                 for event in (try? events.pending()) ?? [] {
                     logger.debug("mptcp event: \(event)")
                     if health != nil && !sampling {
@@ -173,11 +196,11 @@ public final class PathManagerService: @unchecked Sendable {
             }
             guard health != nil, let diag else { continue }
             let current = monotonicMilliseconds()
-            if current >= nextSample {
-                let subflows = sampleSubflows(diag)
+            if (sampling || current < alertUntil) && current >= nextSample {
                 let watched = policy.activePathAddresses
+                let subflows = sampleSubflows(diag, families: Set(watched.map(\.family)))
                 sampling = subflows.contains { watched.contains($0.localAddress) }
-                nextSample = current + (sampling ? UInt64(configuration.sampleIntervalMilliseconds) : configuration.idleSampleIntervalMilliseconds)
+                nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
                 for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
                     act(on: verdict, policy: &policy, pm: pm, routes: routes)
                 }
@@ -200,8 +223,10 @@ public final class PathManagerService: @unchecked Sendable {
 
     /// The kernel's MPTCP subflows now (TCP sockets whose ULP is mptcp), as the health
     /// monitor reads them; empty if the dump fails (the next sample tries again).
-    private func sampleSubflows(_ diag: SockDiagClient) -> [SubflowSample] {
-        guard let sockets = try? diag.sockets(.tcp) else { return [] }
+    private func sampleSubflows(_ diag: SockDiagClient, families: Set<Int32>) -> [SubflowSample] {
+        // Only the families in use: each dump walks the kernel's whole TCP hash table
+        // (measured: about 5 ms of system time per dump here, with almost no sockets).
+        guard let sockets = try? diag.sockets(.tcp, families: families) else { return [] }
         return sockets.compactMap { socket in
             guard socket.subflow != nil, let tcp = socket.tcp else { return nil }
             return SubflowSample(cookie: socket.cookie, localAddress: socket.local.address, state: socket.state, unacked: tcp.unacked,

@@ -113,7 +113,9 @@ final class ProxyChain {
         if var configuration = pathManager {
             configuration.namespace = testbed.namespace(.gw)
             configuration.onUpstreamSources = { [servers = client.serverEndpoints] in servers?.setUpstreamSources($0) }
-            self.pathManager = PathManagerService(configuration: configuration, logger: logger)
+            let manager = PathManagerService(configuration: configuration, logger: logger)
+            client.serverEndpoints?.onFailure { [weak manager] in manager?.sampleSoon() }
+            self.pathManager = manager
         } else {
             self.pathManager = nil
         }

@@ -40,6 +40,13 @@ public final class ServerEndpoints: Sendable {
     private let logger: Logger?
     private let metrics: ProxyMetrics?
     private let sources = Mutex<[IPAddress]>([])
+    private let failureObserver = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Called on every failed check or connection (the client's path manager then looks at the
+    /// subflows at once: on an idle gateway that is how a black-holed uplink is noticed).
+    public func onFailure(_ observer: @escaping @Sendable () -> Void) {
+        failureObserver.withLock { $0 = observer }
+    }
 
     public init(_ servers: [SocketAddress], settings: ServerHealthSettings = ServerHealthSettings(),
                 logger: Logger? = nil, metrics: ProxyMetrics? = nil) {
@@ -95,6 +102,7 @@ public final class ServerEndpoints: Sendable {
     /// Records one outcome for `server`; logs and exports a change of its state and of the
     /// server new connections go to.
     public func record(_ server: SocketAddress, success: Bool, evidence: Evidence, detail: String) {
+        if !success { failureObserver.withLock { $0 }?() }
         guard let index = servers.firstIndex(of: server) else { return }
         let changed = health.withLock { $0[index].record(success: success, rise: settings.rise, fall: settings.fall) }
         guard changed else { return }
