@@ -101,6 +101,12 @@ public struct PathHealth {
         self.configuration = configuration
     }
 
+    /// Whether the last sample showed anything that may be a failure in the making: data
+    /// outstanding that was not acknowledged since the sample before, or a SYN unanswered. The
+    /// service then samples at its fast rate, and at a steady one otherwise (each sample costs
+    /// a dump of the kernel's TCP table).
+    public private(set) var suspicious = false
+
     /// The paths with a failure on record (out of use, or on probation after one).
     public var failedAddresses: [IPAddress] { Array(failures.keys) }
 
@@ -120,6 +126,7 @@ public struct PathHealth {
     public mutating func observe(now: UInt64, subflows: [SubflowSample], paths: Set<IPAddress>) -> [PathHealthVerdict] {
         var seen: Set<UInt64> = []
         var verdicts: [PathHealthVerdict] = []
+        suspicious = false
         var failedNow: Set<IPAddress> = []
         for subflow in subflows where paths.contains(subflow.localAddress) && !isFailed(subflow.localAddress) {
             seen.insert(subflow.cookie)
@@ -127,6 +134,7 @@ public struct PathHealth {
             var verdict: PathHealthVerdict?
             switch subflow.state {
             case .synSent:
+                suspicious = true
                 track.stalledSince = nil
                 let since = track.synSentSince ?? now
                 track.synSentSince = since
@@ -148,9 +156,13 @@ public struct PathHealth {
                     // retransmission of a stall, and a limit that follows it is never reached.
                     track.stalledSince = now
                     track.stallLimit = max(configuration.stallFloorMilliseconds, UInt64(subflow.rtoMicroseconds / 1000) + UInt64(subflow.rttMicroseconds / 1000))
-                } else if let since = track.stalledSince, let limit = track.stallLimit, elapsed(since, now) >= limit {
-                    verdict = .failed(subflow.localAddress, kind: .stalledSend,
-                                      evidence: "\(subflow.unacked) segments outstanding on a subflow from \(subflow.localAddress), none acknowledged for \(elapsed(since, now)) ms (limit \(limit) ms: RTO + RTT when the stall began)")
+                } else {
+                    // No progress since the last sample: watch closely from here.
+                    suspicious = true
+                    if let since = track.stalledSince, let limit = track.stallLimit, elapsed(since, now) >= limit {
+                        verdict = .failed(subflow.localAddress, kind: .stalledSend,
+                                          evidence: "\(subflow.unacked) segments outstanding on a subflow from \(subflow.localAddress), none acknowledged for \(elapsed(since, now)) ms (limit \(limit) ms: RTO + RTT when the stall began)")
+                    }
                 }
             default:
                 track.stalledSince = nil
