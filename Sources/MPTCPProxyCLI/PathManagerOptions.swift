@@ -25,8 +25,8 @@ struct PathManagerOptions: ParsableArguments {
     @Flag(help: "Leave routing tables and rules alone (only manage endpoints).")
     var noRouting = false
 
-    @Flag(help: "Do not watch the subflows' progress for paths that silently drop everything (black holes); react to link and address changes only.")
-    var noPathHealth = false
+    @Flag(help: "Also watch the subflows' progress for paths that silently drop everything while their link stays up (black holes), and steer new connections away from them (experimental: docs/decisions/0012).")
+    var pathHealth = false
 
     @Option(help: "Milliseconds a failed path stays out of use before it is tried again (doubled each time it fails again soon after, up to 60 s).")
     var pathHoldDown: UInt64 = 2_000
@@ -37,11 +37,11 @@ struct PathManagerOptions: ParsableArguments {
 
     func configuration() throws -> PathManagerConfiguration {
         var configuration = PathManagerConfiguration()
-        if noPathHealth {
-            configuration.health = nil
-        } else {
-            configuration.health?.holdDownMilliseconds = pathHoldDown
-            configuration.health?.maximumHoldDownMilliseconds = max(60_000, pathHoldDown)
+        if pathHealth {
+            var health = PathHealthConfiguration()
+            health.holdDownMilliseconds = pathHoldDown
+            health.maximumHoldDownMilliseconds = max(60_000, pathHoldDown)
+            configuration.health = health
         }
         do { configuration.classifier = try InterfaceClassifier(parsingOverrides: classes) } catch {
             throw ValidationError("--class \(error)")
