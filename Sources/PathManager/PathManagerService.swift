@@ -115,10 +115,8 @@ public final class PathManagerService: @unchecked Sendable {
             monitor = try RouteClient(monitor: true, receiveBufferBytes: configuration.monitorReceiveBufferBytes)
             routes = try RouteClient()
             pm = try PathManagerClient()
-            let links = try routes.links()
-            let addresses = try routes.addresses()
+            let (links, addresses, mainRoutes) = try readHost(routes)
             let existing = try pm.endpoints()
-            let mainRoutes = try routes.routes()
             for link in links {
                 logger.info("interface \(link.name) (ifindex \(link.index)): class \(classify(link.name)), \(link.isUsable ? "up" : "down")")
             }
@@ -169,9 +167,7 @@ public final class PathManagerService: @unchecked Sendable {
                     // saying so again, and the dump could miss a change that is never reported.
                     monitor.discardPending()
                     do {
-                        let links = try routes.links()
-                        let addresses = try routes.addresses()
-                        let all = try routes.routes()
+                        let (links, addresses, all) = try readHost(routes)
                         logger.warning("rtnetlink monitor overran (the kernel dropped change messages): re-read \(links.count) links, \(addresses.count) addresses and \(all.count) routes")
                         execute(policy.resync(links: links, addresses: addresses, routes: all, classify: classify), pm: pm, routes: routes)
                     } catch {
@@ -181,7 +177,10 @@ public final class PathManagerService: @unchecked Sendable {
                     logger.error("rtnetlink monitor: \(error); state may be stale")
                 }
                 // A path whose link or address went and came back starts with a clean record.
-                for address in health?.failedAddresses ?? [] where !policy.pathAddresses.contains(address) { health?.forget(address) }
+                if let failed = health?.failedAddresses, !failed.isEmpty {
+                    let paths = policy.pathAddresses
+                    for address in failed where !paths.contains(address) { health?.forget(address) }
+                }
             }
             if fds[2].revents != 0 {
                 var count: UInt64 = 0
@@ -229,6 +228,12 @@ public final class PathManagerService: @unchecked Sendable {
             }
         }
         execute(policy.shutdown(), pm: pm, routes: routes)
+    }
+
+    /// Links, addresses and every route as the kernel has them now: at start-up, and again
+    /// after an overrun.
+    private func readHost(_ routes: RouteClient) throws(NetlinkError) -> ([LinkState], [InterfaceAddress], [RouteEntry]) {
+        (try routes.links(), try routes.addresses(), try routes.routes())
     }
 
     /// The kernel's MPTCP subflows now (TCP sockets whose ULP is mptcp), as the health

@@ -108,7 +108,7 @@ public struct PathPolicy {
     /// The host as found at start-up. `existing` are the kernel's endpoints now.
     public mutating func start(links: [LinkState], addresses: [InterfaceAddress], routes: [RouteEntry] = [], existing: [MPTCPEndpoint],
                                classify: (String) -> InterfaceClass) -> PathDecision {
-        mainDefaultRoutes = Set(routes.filter(\.isMainDefaultViaGateway).map { var r = $0; r.deleted = false; return r })
+        mainDefaultRoutes = Self.mainDefaults(routes)
         for link in links {
             self.links[link.index] = link
             classes[link.index] = classify(link.name)
@@ -224,7 +224,7 @@ public struct PathPolicy {
     /// routes and rules this manager installed stay known, so only the differences are sent.
     public mutating func resync(links: [LinkState], addresses: [InterfaceAddress], routes: [RouteEntry] = [],
                                 classify: (String) -> InterfaceClass) -> PathDecision {
-        mainDefaultRoutes = Set(routes.filter(\.isMainDefaultViaGateway).map { var r = $0; r.deleted = false; return r })
+        mainDefaultRoutes = Self.mainDefaults(routes)
         var fresh: [Int32: LinkState] = [:]
         for link in links where !link.deleted { fresh[link.index] = link }
         for (index, link) in fresh where classes[index] == nil || self.links[index]?.name != link.name {
@@ -274,6 +274,11 @@ public struct PathPolicy {
         let name = links[index]?.name ?? ""
         if let flags = configuration.interfaces[name]?.flags { return flags }
         return configuration.classFlags[classes[index] ?? .other] ?? [.subflow]
+    }
+
+    /// The main table's default routes through a next hop, as kept: normalized to `deleted: false`.
+    private static func mainDefaults(_ routes: [RouteEntry]) -> Set<RouteEntry> {
+        Set(routes.filter(\.isMainDefaultViaGateway).map { var route = $0; route.deleted = false; return route })
     }
 
     /// The next hop the main table has for this interface and family: the lowest metric wins.

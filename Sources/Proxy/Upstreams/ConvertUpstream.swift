@@ -117,7 +117,7 @@ public struct ConvertUpstream: Upstream {
         return .dial(DialPlan(candidates: planned, mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
                               initialData: signed + earlyData, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
                               attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true,
-                              sources: planned.compactMap { servers.upstreamSource(for: $0) }))
+                              sources: servers.upstreamSources))
     }
 
     public mutating func received(_ side: Side, _ bytes: [UInt8]) -> UpstreamStep {

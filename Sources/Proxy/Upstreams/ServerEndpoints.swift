@@ -76,9 +76,12 @@ public final class ServerEndpoints: Sendable {
         }
     }
 
+    /// The sources set now (at most one per family); a dial binds to the one of its family.
+    public var upstreamSources: [IPAddress] { sources.withLock { $0 } }
+
     /// The source for a connection to `server`: the configured one of its family, or nil.
     public func upstreamSource(for server: SocketAddress) -> IPAddress? {
-        sources.withLock { list in list.first { $0.family == server.family } }
+        upstreamSources.first { $0.family == server.family }
     }
 
     /// The healthy servers, best first; empty when none is.
