@@ -15,6 +15,8 @@ public protocol EventHandler: AnyObject {
 public final class LoopTimer {
     fileprivate(set) public var deadline: UInt64 = 0
     private let action: () -> Void
+    /// The loop it is armed on, which counts its armed timers (stale heap entries aside).
+    fileprivate weak var loop: EventLoop?
 
     public init(_ action: @escaping () -> Void) {
         self.action = action
@@ -22,11 +24,16 @@ public final class LoopTimer {
 
     public var isArmed: Bool { deadline != 0 }
 
-    public func cancel() { deadline = 0 }
+    public func cancel() {
+        guard deadline != 0 else { return }
+        deadline = 0
+        loop?.timerDisarmed()
+    }
 
     fileprivate func fire(dueAt due: UInt64) {
         guard deadline == due else { return }
         deadline = 0
+        loop?.timerDisarmed()
         action()
     }
 }
@@ -53,6 +60,8 @@ public final class EventLoop: @unchecked Sendable {
 
     public let index: Int
     public let pipes: PipePool
+    /// Pipes and timers this loop holds, for `/metrics`.
+    public let census: LoopCensus
     /// The relays' copy buffer (SpliceDirection): a copied read is written out before the
     /// relay returns, so one buffer per loop serves all its connections.
     public let copyBuffer: UnsafeMutableRawBufferPointer
@@ -66,6 +75,8 @@ public final class EventLoop: @unchecked Sendable {
     private var nextToken: UInt32 = 1
     private var timers = Heap<TimerEntry>()
     private var timerSequence: UInt64 = 0
+    /// Timers armed now (the heap also holds stale entries of cancelled and re-armed ones).
+    private var armedTimers = 0
     private var timerCompactionSize = EventLoop.minimumTimerCompactionSize
     private let tasks = Mutex<[() -> Void]>([])
     private let stopRequested = Atomic<Bool>(false)
@@ -74,7 +85,9 @@ public final class EventLoop: @unchecked Sendable {
 
     public init(index: Int, pipeSize: Int = 1 << 20) throws(SystemError) {
         self.index = index
-        self.pipes = PipePool(pipeSize: pipeSize)
+        let census = LoopCensus()
+        self.census = census
+        self.pipes = PipePool(pipeSize: pipeSize, census: census)
         epollFD = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         do {
             wakeFD = try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC)) }
@@ -147,10 +160,20 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public func arm(_ timer: LoopTimer, at deadline: UInt64) {
+        if !timer.isArmed {
+            armedTimers += 1
+            census.recordTimers(armedTimers)
+        }
+        timer.loop = self
         timer.deadline = max(deadline, 1)
         timerSequence += 1
         timers.insert(TimerEntry(deadline: timer.deadline, sequence: timerSequence, timer: timer))
         if timers.count >= timerCompactionSize { compactTimers() }
+    }
+
+    fileprivate func timerDisarmed() {
+        armedTimers -= 1
+        census.recordTimers(armedTimers)
     }
 
     /// A connection arms a handshake and an idle deadline of seconds to hours and usually ends

@@ -18,13 +18,15 @@ public final class PipePool {
     /// pipes on this loop. Past it (or when the kernel has no descriptors or memory for one),
     /// `take` fails with EAGAIN-like errors and relays wait for a pipe instead of failing.
     public var maximumLent: Int
-    private var idle: [Pipe] = []
-    public private(set) var lent = 0
+    private var idle: [Pipe] = [] { didSet { census?.recordPipes(lent: lent, idle: idle.count) } }
+    public private(set) var lent = 0 { didSet { census?.recordPipes(lent: lent, idle: idle.count) } }
+    private let census: LoopCensus?
 
-    public init(pipeSize: Int, maximumIdle: Int = 64, maximumLent: Int = .max) {
+    public init(pipeSize: Int, maximumIdle: Int = 64, maximumLent: Int = .max, census: LoopCensus? = nil) {
         self.pipeSize = pipeSize
         self.maximumIdle = maximumIdle
         self.maximumLent = maximumLent
+        self.census = census
     }
 
     /// Whether a failed `take` means "no pipe now, try later" rather than a broken relay.

@@ -35,6 +35,7 @@ public final class ProxyMetrics: Sendable {
     private let bytesUp: Counter
     private let bytesDown: Counter
     private let live = Mutex<[ObjectIdentifier: Gauge]>([:])
+    private let censuses = Mutex<[LoopCensus]>([])
     /// Counters by name and labels: made once, then only incremented (the registry's lookup
     /// takes a lock and allocates, which per connection showed in B3's profile).
     private let counters = Mutex<[CounterKey: Counter]>([:])
@@ -177,7 +178,24 @@ public final class ProxyMetrics: Sendable {
     func logLinesDropped(_ count: Int) { self.count("mptcp_proxy_log_lines_suppressed_total", by: count) }
 
     /// The Prometheus text exposition of everything above.
-    public func render() -> String { registry.emitToString() }
+    /// The loops whose pipes and timers `/metrics` shows (`mptcp_proxy_loop_pipes`,
+    /// `mptcp_proxy_loop_timers`), summed over the loops, read when scraped.
+    public func observe(_ loops: [EventLoop]) {
+        censuses.withLock { $0 += loops.map(\.census) }
+    }
+
+    public func render() -> String {
+        let observed = censuses.withLock { $0 }
+        if !observed.isEmpty {
+            Gauge(label: "mptcp_proxy_loop_pipes", dimensions: [("role", role), ("state", "lent")], factory: factory)
+                .record(observed.reduce(0) { $0 + $1.pipesLent })
+            Gauge(label: "mptcp_proxy_loop_pipes", dimensions: [("role", role), ("state", "idle")], factory: factory)
+                .record(observed.reduce(0) { $0 + $1.pipesIdle })
+            Gauge(label: "mptcp_proxy_loop_timers", dimensions: [("role", role)], factory: factory)
+                .record(observed.reduce(0) { $0 + $1.timersArmed })
+        }
+        return registry.emitToString()
+    }
 }
 
 extension CloseReason {

@@ -77,6 +77,7 @@ public final class ProxyService: @unchecked Sendable {
     public func start() throws {
         let group = try LoopGroup(count: loopCount, name: name, namespace: namespace)
         self.group = group
+        metrics.observe(group.loops)
         let table = { [active] in ConnectionTable(counter: active) }
         contexts = group.loops.map {
             ConnectionContext(loop: $0, table: table(), logger: logger, timeouts: timeouts, metrics: metrics, onEnd: onEnd, role: role,

@@ -178,6 +178,10 @@ public final class HashServer: @unchecked Sendable {
         }
     }
 
+    /// A download length with this bit set asks the origin to reset the connection as soon as
+    /// it has read the header, while the client is still uploading.
+    public static let resetRequest = 1 << 62
+
     static func serve(_ fd: Int32) {
         defer { close(fd) }
         var tv = timeval(tv_sec: 60, tv_usec: 0)
@@ -186,6 +190,12 @@ public final class HashServer: @unchecked Sendable {
         guard let header = try? BlockingSocket.readExactly(fd, 16) else { return }
         let downloadLength = header[0..<8].reduce(0) { $0 << 8 | Int($1) }
         let seed = header[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        if downloadLength & resetRequest != 0 {
+            // An origin failing mid-way, on request (the soak test): RST while the upload flows.
+            var hard = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+            return
+        }
         var hasher = SHA256()
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
         var lastRead: UInt64 = 0

@@ -20,9 +20,27 @@ struct EventLoopTests {
         let pushed = LoopTimer { fired += 1_000_000 }
         for step in 0..<50_000 { loop.arm(pushed, after: 3_600_000 + UInt64(step)) }
         #expect(loop.timerEntryCount <= 2 * (live.count + 1) + 1024, "heap holds \(loop.timerEntryCount) entries")
+        // The census counts armed timers, not entries: what /metrics shows a soak test.
+        #expect(loop.census.timersArmed == live.count + 1)
         loop.execute { loop.stop() }
         loop.run()
         #expect(fired == live.count)
         #expect(pushed.isArmed)
+        #expect(loop.census.timersArmed == 1)
+        pushed.cancel()
+        pushed.cancel()  // twice: counted once
+        #expect(loop.census.timersArmed == 0)
+    }
+
+    @Test("the census follows the pipes lent and kept idle")
+    func pipeCensus() throws {
+        let loop = try EventLoop(index: 0)
+        let first = try loop.pipes.take()
+        let second = try loop.pipes.take()
+        #expect(loop.census.pipesLent == 2 && loop.census.pipesIdle == 0)
+        loop.pipes.give(back: first)
+        #expect(loop.census.pipesLent == 1 && loop.census.pipesIdle == 1)
+        loop.pipes.discard(second)
+        #expect(loop.census.pipesLent == 0 && loop.census.pipesIdle == 1)
     }
 }

@@ -5,9 +5,17 @@ BIN=$ROOT/.build/release
 TB=$ROOT/tools/testbed/testbed.sh
 PIDS=()
 P=""
+# Runs per figure (min/median/max are printed over them) and where the JSON-lines copy goes.
+RUNS=${RUNS:-3}
+BENCH_OUT=${BENCH_OUT:-$ROOT/.build/bench}
+JSONL=${JSONL:-$BENCH_OUT/results.jsonl}
 
 build_release() {
-    (cd "$ROOT" && swift build -c release --product mptcp-proxy >&2 && swift build -c release --product mptcp-bench >&2)
+    # mptcp-proxy as the package ships it (the Swift runtime linked in), so that B5's memory
+    # figures are what users run. The load tools are built the same way: a build that differs
+    # in that flag rebuilds every module (minutes), and tools/package/deb/build uses it too.
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --product mptcp-proxy >&2 &&
+        swift build -c release --static-swift-stdlib --product mptcp-bench >&2)
 }
 
 cleanup() {
@@ -22,6 +30,11 @@ testbed_up() {
     "$TB" up "$P" >/dev/null 2>&1
     if [[ ${1:-} == none ]]; then
         for ns in gw vps; do for dev in wifi eth cell; do tc -n "$P-$ns" qdisc del dev "$dev" root 2>/dev/null || true; done; done
+    fi
+    # CONGESTION=cubic (or reno, bbr): every namespace's default congestion control; unset, the
+    # host's (a new namespace inherits it: bbr on this machine).
+    if [[ -n ${CONGESTION:-} ]]; then
+        for ns in lan gw vps origin; do ip netns exec "$P-$ns" sysctl -qw net.ipv4.tcp_congestion_control="$CONGESTION"; done
     fi
     [[ -f $WORK/key ]] || (umask 077; printf 'bench %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$WORK/key")
 }
@@ -47,11 +60,12 @@ install_peers() {
 
 # start_ss TARGET: ss-server on vps, ss-tunnel on gw:8081 forwarding to TARGET through it.
 # aes-256-gcm: shadowsocks-libev's fastest cipher here; --mptcp makes both legs MPTCP (checked
-# by mptcp_share); ss-tunnel forwards a fixed destination, like our port forward.
+# by mptcp_share); ss-tunnel forwards a fixed destination, like our port forward. -t 3600: its
+# idle timeout (60 s by default) would close the connections B5 holds idle.
 start_ss() {
-    start_bg vps ss-server -s 10.9.9.9 -p 8388 -k bench-password -m aes-256-gcm --mptcp -u
+    start_bg vps ss-server -s 10.9.9.9 -p 8388 -k bench-password -m aes-256-gcm --mptcp -u -t 3600
     VPS_PID=$LAST_PID
-    start_bg gw ss-tunnel -s 10.9.9.9 -p 8388 -l 8081 -b 10.10.0.1 -L "$1" -k bench-password -m aes-256-gcm --mptcp
+    start_bg gw ss-tunnel -s 10.9.9.9 -p 8388 -l 8081 -b 10.10.0.1 -L "$1" -k bench-password -m aes-256-gcm --mptcp -t 3600
     GW_PID=$LAST_PID
     ENTRY=10.10.0.1:8081
 }
@@ -83,22 +97,44 @@ start_haproxy() {
 # PROXY_ARGS: more options for both (say --loops 1, to compare).
 # The server's per-source new-connection rate (1,000/s by default, against one source flooding
 # it) is lifted: the benchmarks' one gateway is a legitimate client far busier than that, and
-# the peers compared have no such limit.
-start_proxy() {
-    local target=$1; shift
+# the peers compared have no such limit. So is the per-key share (4,096 by default): B5 holds
+# 5,000 connections from its one gateway.
+# write_server_config: the benchmark server's $WORK/server.toml (limits lifted as said above).
+write_server_config() {
     cat >"$WORK/server.toml" <<CONF
 listen = "10.9.9.9:4443"
 keys = "$WORK/key"
 new-connections-per-source-per-s = 1_000_000
+max-connections-per-key = 8_192
 [[rule]]
 action = "allow"
 to = ["10.20.0.0/24"]
 CONF
+}
+
+start_proxy() {
+    local target=$1; shift
+    write_server_config
     start_bg vps "$BIN/mptcp-proxy" server --config "$WORK/server.toml" --log-level warning ${PROXY_ARGS:-}
     VPS_PID=$LAST_PID
+    # The client's first health check must find the server listening, or it reports it down
+    # and resets LAN connections until enough checks pass (`rise`).
+    wait_for_port gw 10.9.9.9:4443
     start_bg gw "$BIN/mptcp-proxy" client --listen 10.10.0.1:8080 --to "$target" --server 10.9.9.9:4443 --key-file "$WORK/key" --log-level warning --no-path-manager ${PROXY_ARGS:-} "$@"
     GW_PID=$LAST_PID
     ENTRY=10.10.0.1:8080
+}
+
+# start_relays TARGET KIND...: several chains side by side on one testbed (their ports and
+# listeners differ: proxy 8080/4443, ss 8081/8388, haproxy 8082/8443), each ready; fills
+# ENTRY_OF, GW_PID_OF and VPS_PID_OF by kind. An idle chain costs the others nothing.
+declare -A ENTRY_OF GW_PID_OF VPS_PID_OF
+start_relays() {
+    local target=$1 kind; shift
+    for kind in "$@"; do
+        start_relay "$kind" "$target"
+        ENTRY_OF[$kind]=$ENTRY GW_PID_OF[$kind]=$GW_PID VPS_PID_OF[$kind]=$VPS_PID
+    done
 }
 
 # start_relay KIND TARGET: KIND is proxy, ss or haproxy; waits until the LAN can connect.
@@ -176,5 +212,46 @@ load() {
 cpu_seconds() {
     awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
 }
+
+# spread: numbers on stdin, one a line -> "min median max" (n/a when there are none).
+spread() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a n/a n/a"; exit }
+                                      printf "%s %s %s\n", v[1], v[int((NR + 1) / 2)], v[NR] }'
+}
+
+# mmm "min median max" -> "min/median/max" for a table cell.
+mmm() { tr ' ' '/' <<<"$1"; }
+
+# record BENCH KEY=VALUE...: one JSON line in $JSONL (numbers stay numbers, the rest strings),
+# stamped with the time and the suite's run id, for machines to read what the tables show.
+record() {
+    mkdir -p "$(dirname "$JSONL")"
+    local bench=$1 kv key value line
+    shift
+    line=$(printf '{"bench":"%s","time":"%s","run":"%s"' "$bench" "$(date -u +%FT%TZ)" "${SUITE_RUN:-$$}")
+    for kv in "$@"; do
+        key=${kv%%=*} value=${kv#*=}
+        if [[ $value =~ ^-?[0-9]+([.][0-9]+)?$ ]]; then line+=$(printf ',"%s":%s' "$key" "$value")
+        else line+=$(printf ',"%s":"%s"' "$key" "${value//\"/\\\"}"); fi
+    done
+    printf '%s}\n' "$line" >>"$JSONL"
+}
+
+# print_machine / print_paths / print_config: what a reader needs to reproduce a table:
+# kernel, CPU, versions; rates and delays.
+print_machine() {
+    local ss hap
+    ss=$(ss-server -h 2>&1 | awk '/shadowsocks-libev/ {print $2; exit}') || true
+    hap=$(haproxy -v 2>/dev/null | awk 'NR == 1 {print $3}') || true
+    printf '  kernel %s; %s cores, %s; mptcp-proxy %s; shadowsocks-libev %s; HAProxy %s\n' \
+        "$(uname -r)" "$(nproc)" "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
+        "$("$BIN/mptcp-proxy" --version 2>/dev/null)" "${ss:-absent}" "${hap:-absent}"
+}
+print_paths() {
+    printf '  paths wifi %s, eth %s, cell %s; one-way delay wifi %s, eth %s, cell %s ms; congestion control %s\n' \
+        "${RATE_WIFI:-40mbit}" "${RATE_ETH:-30mbit}" "${RATE_CELL:-20mbit}" "${DELAY_WIFI:-0}" "${DELAY_ETH:-0}" "${DELAY_CELL:-0}" \
+        "${CONGESTION:-$(sysctl -n net.ipv4.tcp_congestion_control)}"
+}
+print_config() { print_machine; print_paths; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
