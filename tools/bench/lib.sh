@@ -254,4 +254,15 @@ print_paths() {
 }
 print_config() { print_machine; print_paths; }
 
+# proxy_census PID NS: what a proxy process holds, for the load test and the soak:
+# "fds pipe-fds lent-pipes idle-pipes armed-timers rss-kb" (its /metrics on 127.0.0.1:9109 in NS).
+proxy_census() {
+    local metrics
+    metrics=$(in_ns "$2" curl -s "http://127.0.0.1:9109/metrics")
+    echo "$(ls "/proc/$1/fd" | wc -l) $(find "/proc/$1/fd" -lname 'pipe:*' 2>/dev/null | wc -l)" \
+        "$(awk '/^mptcp_proxy_loop_pipes.*state="lent"/ {l = $NF} /^mptcp_proxy_loop_pipes.*state="idle"/ {i = $NF}
+               /^mptcp_proxy_loop_timers/ {t = $NF} END {print l + 0, i + 0, t + 0}' <<<"$metrics")" \
+        "$(awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status")"
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
