@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/random.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
 #include <linux/netfilter_ipv4.h>
@@ -72,4 +73,8 @@ int mpx_setns_net(int fd) {
 
 int mpx_gettid(void) {
     return (int)syscall(SYS_gettid);
+}
+
+long mpx_getrandom(void *buffer, unsigned long len) {
+    return getrandom(buffer, len, 0);
 }

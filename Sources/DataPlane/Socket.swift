@@ -112,8 +112,26 @@ public struct Socket: Hashable, Sendable {
         }
     }
 
-    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult {
-        try nonBlockingIO("read", { Glibc.read(fd, buffer.baseAddress, buffer.count) })
+    /// Accepts one connection as a non-blocking socket with its peer's address, which accept4(2)
+    /// fills in at no cost (a getpeername(2) after it is a system call per connection more).
+    public func acceptWithPeer() throws(SystemError) -> (socket: Socket, peer: SocketAddress?)? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = self.fd
+        let result = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemError) -> IOResult in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(SystemError) -> IOResult in
+                try nonBlockingIO("accept4", { Int(mpx_accept_nonblocking(fd, address, &length)) })
+            }
+        }
+        switch result {
+        case .processed(let newFD): return (Socket(fd: Int32(newFD)), SocketAddress(storage: storage))
+        case .wouldBlock: return nil
+        }
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false) throws(SystemError) -> IOResult {
+        if peek { return try nonBlockingIO("recv(MSG_PEEK)", { Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_PEEK)) }) }
+        return try nonBlockingIO("read", { Glibc.read(fd, buffer.baseAddress, buffer.count) })
     }
 
     /// Reads into the start of `buffer` (at most its count); with `peek`, without consuming.

@@ -236,11 +236,12 @@ public struct SpliceRelay {
     public var upstream: SpliceDirection    // client side → server side
     public var downstream: SpliceDirection  // server side → client side
 
-    /// - Parameters: `clientIsMPTCP`/`serverIsMPTCP`: that socket is MPTCP (spliced in sized reads).
-    public init(client: Socket, server: Socket, clientIsMPTCP: Bool = false, serverIsMPTCP: Bool = false) {
-        // Bytes bound for an MPTCP socket are always spliced (docs/decisions/0007).
-        upstream = SpliceDirection(from: client, to: server, sizedReads: clientIsMPTCP, copyFirst: !serverIsMPTCP)
-        downstream = SpliceDirection(from: server, to: client, sizedReads: serverIsMPTCP, copyFirst: !clientIsMPTCP)
+    /// - Parameters: `clientIsMPTCP`/`serverIsMPTCP`: that socket is MPTCP (spliced in sized
+    ///   reads). `copyIntoMPTCP`: a direction bound for an MPTCP socket may copy its first bytes
+    ///   too; only where no connection was accepted with data in its SYN (docs/decisions/0007).
+    public init(client: Socket, server: Socket, clientIsMPTCP: Bool = false, serverIsMPTCP: Bool = false, copyIntoMPTCP: Bool = false) {
+        upstream = SpliceDirection(from: client, to: server, sizedReads: clientIsMPTCP, copyFirst: !serverIsMPTCP || copyIntoMPTCP)
+        downstream = SpliceDirection(from: server, to: client, sizedReads: serverIsMPTCP, copyFirst: !clientIsMPTCP || copyIntoMPTCP)
     }
 
     /// Takes an epoll event into both directions' readiness.

@@ -91,3 +91,12 @@ public func raiseOpenFileLimit() -> UInt64 {
     _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     return UInt64(limit.rlim_cur)
 }
+
+/// `count` bytes from the kernel's random generator (getrandom(2), one call for up to 256
+/// bytes), or nil if it could not fill them (a pool not yet initialised at early boot blocks
+/// instead, so in practice never).
+public func kernelRandomBytes(_ count: Int) -> [UInt8]? {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let filled = bytes.withUnsafeMutableBytes { mpx_getrandom($0.baseAddress, UInt($0.count)) }
+    return filled == count ? bytes : nil
+}

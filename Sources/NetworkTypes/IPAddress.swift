@@ -6,6 +6,32 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     case v4([UInt8])   // 4 bytes
     case v6([UInt8])   // 16 bytes
 
+    /// Hashes the address as one or two integers. The synthesised hash feeds the array's count
+    /// and then each byte to the hasher, one call apiece (16 for IPv6); the server hashes a
+    /// source address a few times per connection (its limits), where that was 2,000
+    /// instructions a connection. Equal addresses have equal bytes, so equal hashes.
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .v4(let bytes):
+            hasher.combine(UInt8(4))
+            hasher.combine(Self.word(bytes, 0, count: 4))
+        case .v6(let bytes):
+            hasher.combine(UInt8(6))
+            hasher.combine(Self.word(bytes, 0, count: 8))
+            hasher.combine(Self.word(bytes, 8, count: 8))
+        }
+    }
+
+    /// `count` bytes of `bytes` from `start` as one big-endian integer (missing bytes as zeros:
+    /// the cases hold 4 and 16 bytes, but the hash must not trap if one does not).
+    private static func word(_ bytes: [UInt8], _ start: Int, count: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in start..<(start + count) {
+            value = value << 8 | UInt64(index < bytes.count ? bytes[index] : 0)
+        }
+        return value
+    }
+
     /// Parses a bare IPv4 or IPv6 address.
     public init?(parsing text: String) {
         var v4 = in_addr()

@@ -52,8 +52,7 @@ public enum ProxyClient {
         }
         // Every LAN side is plain TCP: hosts behind the gateway know nothing of MPTCP.
         var specs = configuration.forwards.map { forward in
-            ListenerSpec(address: forward.listen, options: ListenerOptions(mptcp: false)) { context, socket in
-                let peer = socket.peerAddress()
+            ListenerSpec(address: forward.listen, options: ListenerOptions(mptcp: false)) { context, socket, peer in
                 ConnectionDriver(context: context, inbound: socket, peer: peer,
                                  frontend: FixedDestinationFrontend(destination: .address(forward.destination), source: peer),
                                  upstream: convertUpstream(context)).launch()
@@ -61,23 +60,20 @@ public enum ProxyClient {
         }
         let users = configuration.proxyUsers
         specs += configuration.socks5.map { address in
-            ListenerSpec(address: address, options: ListenerOptions(mptcp: false), kind: "SOCKS5") { context, socket in
-                let peer = socket.peerAddress()
+            ListenerSpec(address: address, options: ListenerOptions(mptcp: false), kind: "SOCKS5") { context, socket, peer in
                 ConnectionDriver(context: context, inbound: socket, peer: peer, frontend: SOCKS5Frontend(users: users, peer: peer),
                                  upstream: convertUpstream(context)).launch()
             }
         }
         specs += configuration.httpConnect.map { address in
-            ListenerSpec(address: address, options: ListenerOptions(mptcp: false), kind: "HTTP CONNECT") { context, socket in
-                let peer = socket.peerAddress()
+            ListenerSpec(address: address, options: ListenerOptions(mptcp: false), kind: "HTTP CONNECT") { context, socket, peer in
                 ConnectionDriver(context: context, inbound: socket, peer: peer, frontend: HTTPConnectFrontend(users: users, peer: peer),
                                  upstream: convertUpstream(context)).launch()
             }
         }
         specs += configuration.transparent.map { address in
             // A plain TCP listener: an MPTCP one loses the conntrack entry SO_ORIGINAL_DST reads.
-            ListenerSpec(address: address, options: ListenerOptions(mptcp: false, transparent: true), kind: "transparent") { context, socket in
-                let peer = socket.peerAddress()
+            ListenerSpec(address: address, options: ListenerOptions(mptcp: false, transparent: true), kind: "transparent") { context, socket, peer in
                 let frontend: FixedDestinationFrontend
                 switch InterceptedDestination.of(socket, listener: address) {
                 case .success(let destination):

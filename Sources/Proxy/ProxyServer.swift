@@ -108,17 +108,16 @@ public final class ProxyServer: @unchecked Sendable {
 
     private static func specs(_ configuration: ServerConfiguration, acceptor: WeakServer) -> [ListenerSpec] {
         configuration.listeners.map {
-            ListenerSpec(address: $0.address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket in
-                acceptor.server?.accept(context, socket)
+            ListenerSpec(address: $0.address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket, peer in
+                acceptor.server?.accept(context, socket, peer: peer)
             }
         }
     }
 
     /// One accepted connection: counted against the limits (or refused in Convert's words),
     /// then a Convert frontend and a direct upstream on the policy current now.
-    private func accept(_ context: ConnectionContext, _ socket: Socket) {
+    private func accept(_ context: ConnectionContext, _ socket: Socket, peer: SocketAddress?) {
         let current = currentPolicy
-        let peer = socket.peerAddress()
         var refusal: ConvertProtocolError?
         var leases: [ConnectionLease] = []
         var handshakeLeases: [ConnectionLease] = []

@@ -39,6 +39,10 @@ int mpx_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len);
 // Enter a network namespace (CLONE_NEWNET) on the calling thread only.
 int mpx_setns_net(int fd);
 
+// getrandom(2) with no flags: fills `len` bytes from the kernel's generator in one call
+// (Swift's SystemRandomNumberGenerator makes one call per 8 bytes). Returns the bytes filled.
+long mpx_getrandom(void *buffer, unsigned long len);
+
 // Thread id of the caller (for logs and per-thread namespace checks).
 int mpx_gettid(void);
 

@@ -42,13 +42,18 @@ final class ConnectionContext {
     let mptcpLeg: Side
     /// Server: hold replies on a TCP-Fast-Open-accepted MPTCP socket until the client's key is in.
     let waitForMPTCPKeyBeforeSending: Bool
+    /// The relay may copy (read(2) + send(2)) into the MPTCP leg, not only splice into it: on a
+    /// server whose listeners refuse data in the SYN, where the Linux 6.18 fast-open fault
+    /// that copying exposed cannot occur (docs/decisions/0007, 0009). A client cannot know its
+    /// server's setting, so it always splices.
+    let copyIntoMPTCP: Bool
     let resolver: NameResolver?
     /// Bounds the lines about connections that did not complete, per source.
     let rejectionLog: RejectionLogLimiter?
 
     init(loop: EventLoop, table: ConnectionTable, logger: Logger, timeouts: ConnectionTimeouts, metrics: ProxyMetrics,
          onEnd: (@Sendable (ConnectionRecord) -> Void)?, role: ConnectionRecord.Role, resolver: NameResolver? = nil,
-         rejectionLog: RejectionLogLimiter? = nil) {
+         rejectionLog: RejectionLogLimiter? = nil, acceptsFastOpenData: Bool = false) {
         self.loop = loop
         self.table = table
         self.logger = logger
@@ -58,6 +63,7 @@ final class ConnectionContext {
         self.role = role
         self.mptcpLeg = role == .client ? .outbound : .inbound
         self.waitForMPTCPKeyBeforeSending = role == .server
+        self.copyIntoMPTCP = role == .server && !acceptsFastOpenData
         self.resolver = resolver
         self.rejectionLog = rejectionLog
     }

@@ -32,6 +32,17 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// Made only when a relay first starves (rare), so most connections never allocate it.
     private var starvedTimer: LoopTimer?
     private var sampledAtFirstEOF = false
+    /// Whether epoll watches each socket for writability. Only while a write waits for room, a
+    /// connect is in progress or a reply waits for the MPTCP key: see `watchWrites`.
+    private var inboundWatchesWrites = false
+    private var outboundWatchesWrites = false
+    /// Whether each socket may hold bytes to read, as the handshake last learnt it: cleared only
+    /// on proof (a read that would block or came back short: a stream socket's read stops only
+    /// at an empty queue), set by any readable or hang-up event. A read that would only learn
+    /// EAGAIN is not made, and the relay starts from what the handshake knows (SpliceDirection
+    /// keeps the same rule from then on).
+    private var inboundMayRead = true
+    private var outboundMayRead = true
     private var drainingReason: CloseReason?
     private(set) var isClosed = false
     /// Held until the connection ends (its count against the limits, a pool member's count).
@@ -91,6 +102,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var attempts: [Int: OwnedSocket] = [:]
         /// Which attempts' sockets are MPTCP (the kernel may refuse MPTCP and give TCP).
         var mptcpAttempts: Set<Int> = []
+        /// Attempts whose connect finished with an event that showed nothing to read.
+        var connectedEmpty: Set<Int> = []
         let delayTimer: LoopTimer
         let timeoutTimer: LoopTimer
 
@@ -123,7 +136,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// connection that cannot be registered ends at once (logged).
     func launch() {
         do {
-            try loop.register(inbound.fd, events: EventLoop.streamEvents, handler: self)
+            try loop.register(inbound.fd, events: EventLoop.streamEventsWithoutWrite, handler: self)
         } catch {
             context.logger.warning("accepted connection could not be registered: \(error)")
             inbound.close(reset: true)
@@ -229,13 +242,31 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         guard let socket = socket(read.side) else {
             return deliver(read.turn, h, received: nil, on: read.side)
         }
-        var buffer = [UInt8](repeating: 0, count: max(1, read.limit))
+        if !(read.side == .inbound ? inboundMayRead : outboundMayRead) {
+            // Known empty, and any arrival since would have been an event: no call to learn EAGAIN.
+            if read.kind == .available { return deliver(read.turn, h, received: [], on: read.side) }
+            h.pendingRead = read
+            return .wait
+        }
+        // Into the loop's copy buffer (free outside a relay's pump), then only the bytes read are
+        // copied out: a zero-filled array of the limit (16 KiB for "what is there") per read
+        // cost more than the read. A peek must see all it asks for (it waits for more than it saw
+        // last), and none asks for more than the buffer holds (HTTP's 8 KiB is the largest).
+        assert(read.kind != .peek || read.limit <= loop.copyBuffer.count)
+        let scratch = UnsafeMutableRawBufferPointer(rebasing: loop.copyBuffer[0..<min(max(1, read.limit), loop.copyBuffer.count)])
         let result: IOResult
         do {
-            result = try socket.socket.read(into: &buffer, peek: read.kind == .peek)
+            result = try socket.socket.read(into: scratch, peek: read.kind == .peek)
         } catch {
             failIO(error, on: read.side, h)
             return .wait
+        }
+        if read.kind != .peek {
+            switch result {
+            case .wouldBlock: setMayRead(read.side, false)
+            case .processed(let count) where count > 0 && count < scratch.count: setMayRead(read.side, false)
+            case .processed: break
+            }
         }
         switch result {
         case .wouldBlock:
@@ -253,7 +284,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                 }
                 h.lastPeek = count
             }
-            return deliver(read.turn, h, received: Array(buffer[0..<count]), on: read.side)
+            return deliver(read.turn, h, received: Array(UnsafeRawBufferPointer(rebasing: scratch[0..<count])), on: read.side)
         }
     }
 
@@ -272,8 +303,10 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func flush(_ side: Side, _ h: Handshake) -> Next {
         guard let socket = socket(side) else { return .wait }
         if side == .inbound, context.waitForMPTCPKeyBeforeSending, !h.inboundSend.isEmpty, !peerKeyReceived() {
-            // The socket's next epoll event is the handshake completing (see peerKeyReceived).
+            // The socket's next epoll event is the handshake completing (see peerKeyReceived), an
+            // EPOLLOUT edge: watched for from now on.
             h.awaitingPeerKey = true
+            watchWrites(.inbound)
             return .wait
         }
         if side == .inbound { h.awaitingPeerKey = false }
@@ -284,12 +317,16 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             do {
                 result = try socket.socket.send(buffer.bytes, from: buffer.offset)
             } catch where error.errno == EINPROGRESS {
+                watchWrites(side)
                 return .wait  // TCP Fast Open without a cookie: written once the connection is up
             } catch {
                 failIO(error, on: side, h)
                 return .wait
             }
-            guard case .processed(let count) = result else { return .wait }
+            guard case .processed(let count) = result else {
+                watchWrites(side)
+                return .wait
+            }
             buffer.offset += count
         }
         buffer.bytes = []
@@ -311,6 +348,42 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             return
         }
         finish(.ioError(error), .reset)
+    }
+
+    private func setMayRead(_ side: Side, _ value: Bool) {
+        if side == .inbound { inboundMayRead = value } else { outboundMayRead = value }
+    }
+
+    // MARK: writability
+
+    /// Has epoll report `side`'s socket writable from now on. Sockets are watched for EPOLLOUT
+    /// only while something waits for room: an MPTCP socket wakes its waiters with EPOLLOUT on
+    /// every ACK that frees send space, so watching one that has room costs a wakeup per
+    /// acknowledged write. epoll checks readiness as the interest changes, so room that came
+    /// between the would-block and this call is still reported.
+    private func watchWrites(_ side: Side) {
+        guard let socket = socket(side), socket.isOpen else { return }
+        if side == .inbound ? inboundWatchesWrites : outboundWatchesWrites { return }
+        do {
+            try loop.modify(socket.fd, events: EventLoop.streamEvents)
+        } catch {
+            finish(.ioError(error), .reset)
+            return
+        }
+        if side == .inbound { inboundWatchesWrites = true } else { outboundWatchesWrites = true }
+    }
+
+    /// The opposite of `watchWrites`, for a connected dial that has nothing left to write.
+    private func stopWatchingWrites(_ side: Side) {
+        guard let socket = socket(side), socket.isOpen else { return }
+        if !(side == .inbound ? inboundWatchesWrites : outboundWatchesWrites) { return }
+        do {
+            try loop.modify(socket.fd, events: EventLoop.streamEventsWithoutWrite)
+        } catch {
+            finish(.ioError(error), .reset)
+            return
+        }
+        if side == .inbound { inboundWatchesWrites = false } else { outboundWatchesWrites = false }
     }
 
     // MARK: the MPTCP key (server, TCP Fast Open)
@@ -442,8 +515,11 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func attemptFinished(fd: Int32, events: UInt32, _ h: Handshake) {
         guard let dial = h.dial, let (index, socket) = dial.attempts.first(where: { $0.value.fd == fd }) else { return }
         guard events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 else { return }
-        let error = socket.socket.pendingError()
+        // Writable without an error or hang-up is a finished connect: SO_ERROR would say 0.
+        let error = events & (MPX_EPOLLERR | MPX_EPOLLHUP) == 0 ? 0 : socket.socket.pendingError()
         if error == 0 {
+            // Connected with nothing to read yet: the first bytes will be an edge of their own.
+            if events & (MPX_EPOLLIN | MPX_EPOLLRDHUP) == 0 { dial.connectedEmpty.insert(index) }
             carryOut(dial.scheduler.attemptSucceeded(index), dial, h)
         } else {
             loop.deregister(fd)
@@ -466,12 +542,19 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
         guard let winner, let socket = dial.attempts[winner] else { return }
         outbound = socket
+        outboundWatchesWrites = true  // registered so for its connect
+        outboundMayRead = !dial.connectedEmpty.contains(winner)
         if context.mptcpLeg == .outbound { legIsMPTCP = dial.mptcpAttempts.contains(winner) }
         let address = dial.plan.candidates[winner]
         if !dial.plan.initialData.isEmpty {
             h.outboundSend.bytes += dial.plan.initialData
             _ = flush(.outbound, h)  // no one is notified: the upstream goes on at once
         }
+        if isClosed { return }
+        // The ACK of the request would wake an MPTCP socket still watched for EPOLLOUT, and so
+        // would every later one; on TCP, an edge for bytes read at once comes back as a bare
+        // EPOLLOUT: stop watching once nothing waits to be written.
+        if h.outboundSend.isEmpty { stopWatchingWrites(.outbound) }
         run(.upstream(h.upstream.dialed(.connected(address))))
     }
 
@@ -520,6 +603,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         if events & (MPX_EPOLLRDHUP | MPX_EPOLLHUP | MPX_EPOLLERR) != 0, !hungUpBeforeRelay.contains(fd) {
             hungUpBeforeRelay.append(fd)
         }
+        if events & (MPX_EPOLLIN | MPX_EPOLLRDHUP | MPX_EPOLLHUP | MPX_EPOLLERR) != 0 {
+            if fd == inbound.fd { inboundMayRead = true } else if fd == outbound?.fd { outboundMayRead = true }
+        }
         guard let h = handshake else { return }
         if fd != inbound.fd, fd != outbound?.fd {
             attemptFinished(fd: fd, events: events, h)
@@ -558,7 +644,11 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         let mptcp = legIsMPTCP ?? false
         relay = SpliceRelay(client: inbound.socket, server: outbound.socket,
                             clientIsMPTCP: mptcp && context.mptcpLeg == .inbound,
-                            serverIsMPTCP: mptcp && context.mptcpLeg == .outbound)
+                            serverIsMPTCP: mptcp && context.mptcpLeg == .outbound,
+                            copyIntoMPTCP: context.copyIntoMPTCP)
+        // What the handshake learnt of each socket's queue carries over (a FIN seen is noted next).
+        relay?.upstream.sourceReadable = inboundMayRead
+        relay?.downstream.sourceReadable = outboundMayRead
         for fd in hungUpBeforeRelay where fd == inbound.fd || fd == outbound.fd {
             relay?.noteEvents(MPX_EPOLLRDHUP, fd: fd)
         }
@@ -582,6 +672,10 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             // instructions a pump in B3's profile.
             let (progress, moved) = try relay!.pump(pipes: loop.pipes, copyBuffer: loop.copyBuffer)
             if moved { lastActivity = loop.now }
+            // A destination that would not take more is woken by EPOLLOUT, so watch for it.
+            if !relay!.upstream.destinationWritable && !relay!.upstream.finished { watchWrites(.outbound) }
+            if !relay!.downstream.destinationWritable && !relay!.downstream.finished { watchWrites(.inbound) }
+            if isClosed { return }
             if !sampledAtFirstEOF && (relay!.upstream.finished || relay!.downstream.finished) {
                 // Subflows close with the connection, so count them while it is still whole.
                 sampledAtFirstEOF = true

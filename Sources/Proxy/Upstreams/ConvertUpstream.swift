@@ -102,7 +102,9 @@ public struct ConvertUpstream: Upstream {
         if endpoint.sendOriginalSource, let source = request.originalSource { tlvs.append(.originalSource(source)) }
         let signed: [UInt8]
         do {
-            signed = try ConvertMessage.signedRequest(tlvs, key: endpoint.key, timestamp: wallMilliseconds)
+            // The nonce in one getrandom(2); the library's default draws it in two.
+            signed = try ConvertMessage.signedRequest(tlvs, key: endpoint.key, timestamp: wallMilliseconds,
+                                                      nonce: kernelRandomBytes(ConvertCookie.nonceLength))
         } catch {
             state = .failed
             return .failed(error)

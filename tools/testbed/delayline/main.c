@@ -9,6 +9,7 @@
 //
 // Exits on SIGTERM/SIGINT, accepting what it still holds first: a stopped delay line never
 // leaves packets stuck (nft's `queue ... bypass` lets traffic through once it is gone).
+#define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter.h>
@@ -123,23 +125,20 @@ int main(int argc, char **argv) {
     if (send_or_die(nl, nlh, "configure queue")) return 1;
     fprintf(stderr, "mpx-delayline: queue %ld, %ld ms\n", queue, delay_ms);
 
+    // Wake-ups exactly when the oldest packet falls due: ppoll takes nanoseconds (poll's
+    // milliseconds, rounded up, held packets up to 1 ms long), and the default 50 µs timer
+    // slack (more, scaled with the timeout, for poll) is narrowed to 1 µs. Measured on a
+    // 2-core VM: 20 ms each way gave 43.1 ms round trips with poll, within 0.3 ms with this.
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     struct pollfd pfd = { .fd = mnl_socket_get_fd(nl), .events = POLLIN };
     while (!stopping) {
-        int timeout = -1;
+        struct timespec wait_for, *timeout = NULL;
         if (count) {
-            uint64_t now = now_ns(), due = ring[head].due_ns;
-            timeout = due <= now ? 0 : (int)((due - now + 999999) / 1000000);
+            uint64_t now = now_ns(), due = ring[head].due_ns, left = due <= now ? 0 : due - now;
+            wait_for = (struct timespec){ (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
+            timeout = &wait_for;
         }
-        // Millisecond poll granularity would add up to 1 ms; sleep the last part precisely.
-        if (timeout == 1 && count) {
-            uint64_t now = now_ns(), due = ring[head].due_ns;
-            if (due > now) {
-                struct timespec t = { 0, (long)(due - now) };
-                nanosleep(&t, NULL);
-            }
-            timeout = 0;
-        }
-        int ready = poll(&pfd, 1, timeout);
+        int ready = ppoll(&pfd, 1, timeout, NULL);
         if (ready < 0 && errno != EINTR) { perror("mpx-delayline: poll"); break; }
         if (ready > 0) {
             for (;;) {
