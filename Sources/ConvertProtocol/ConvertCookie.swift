@@ -40,9 +40,12 @@ public struct ConvertCookie: Equatable, Sendable {
     var macOffset: Int { 2 + keyID.utf8.count + 8 + Self.nonceLength }
 
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = [Self.format, UInt8(keyID.utf8.count)]
+        var out: [UInt8] = []
+        out.reserveCapacity(2 + keyID.utf8.count + 8 + nonce.count + mac.count)
+        out.append(Self.format)
+        out.append(UInt8(keyID.utf8.count))
         out.append(contentsOf: keyID.utf8)
-        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: timestamp >> UInt64(shift))) }
+        for byte in 0..<8 { out.append(UInt8(truncatingIfNeeded: timestamp >> UInt64(56 - 8 * byte))) }
         out.append(contentsOf: nonce)
         out.append(contentsOf: mac)
         return out
@@ -89,14 +92,13 @@ public struct ConvertCookie: Equatable, Sendable {
 public struct ClientKey: @unchecked Sendable {  // SymmetricKey and the HMAC state are values, never shared mutably
     public let id: String
     public let key: SymmetricKey
-    /// HMAC-SHA256 with this key and no data yet: the key's inner and outer pads are derived
-    /// once here, so each message copies this state instead of re-deriving them.
-    public let hmac: HMAC<SHA256>
+    /// HMAC-SHA256 with this key's pads already hashed (see PreparedHMAC).
+    public let hmac: PreparedHMAC
 
     public init(id: String, secret: [UInt8]) {
         self.id = id
         self.key = SymmetricKey(data: secret)
-        self.hmac = HMAC<SHA256>(key: key)
+        self.hmac = PreparedHMAC(key: key)
     }
 }
 
@@ -124,12 +126,8 @@ extension ConvertMessage {
         let padded = (cookieTLVLength + 3) / 4 * 4
         let valueOffset = raw.count - padded + 4
         let macStart = valueOffset + cookie.macOffset
-        var hmac = key.hmac
-        raw.withUnsafeBytes { hmac.update(data: $0) }
-        let mac = hmac.finalize()
-        raw.withUnsafeMutableBytes { message in
-            mac.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: message[macStart..<(macStart + ConvertCookie.macLength)]).copyMemory(from: $0) }
-        }
+        let mac = raw.withUnsafeBytes { key.hmac.authenticationCode(for: $0) }
+        raw.replaceSubrange(macStart..<(macStart + ConvertCookie.macLength), with: mac)
         return raw
     }
 }

@@ -4,26 +4,35 @@ extension ConvertMessage {
     /// The message's bytes. Fails only when a TLV or the whole message would not fit
     /// the 8-bit word-length fields, or a host name is not one.
     public func encoded() throws(ConvertProtocolError) -> [UInt8] {
-        var out: [UInt8] = [ConvertWire.version, 0, UInt8(ConvertWire.magic >> 8), UInt8(ConvertWire.magic & 0xff)]
+        // One allocation for the whole message (a client's request is about 112 bytes): grown by
+        // appends, the array was reallocated several times per request, 4,000 instructions of
+        // the client's 69,000 per connection.
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        out += [ConvertWire.version, 0, UInt8(ConvertWire.magic >> 8), UInt8(ConvertWire.magic & 0xff)]
         for tlv in tlvs {
             let start = out.count
             out.append(tlv.type.rawValue)
             out.append(0)  // length, patched below
             switch tlv {
             case .info:
-                out.append(contentsOf: [0, 0])
+                out.append(0)  // reserved (two bytes)
+                out.append(0)
             case .connect(let destination, let options):
-                out.append(contentsOf: Self.port(destination.port))
+                Self.append(port: destination.port, to: &out)
                 out.append(contentsOf: destination.address.wire16)
                 out.append(contentsOf: options)
             case .extendedTCPHeader(let options):
-                out.append(contentsOf: [0, 0])
+                out.append(0)  // reserved (two bytes)
+                out.append(0)
                 out.append(contentsOf: options)
             case .supportedTCPExtensions(let kinds):
-                out.append(contentsOf: [0, 0])
+                out.append(0)  // reserved (two bytes)
+                out.append(0)
                 out.append(contentsOf: kinds)
             case .cookie(let bytes):
-                out.append(contentsOf: [0, 0])
+                out.append(0)  // reserved (two bytes)
+                out.append(0)
                 out.append(contentsOf: bytes)
             case .error(let code, let value):
                 out.append(code.rawValue)
@@ -33,11 +42,11 @@ extension ConvertMessage {
                 guard HostName.isValid(bytes) else {
                     throw ConvertProtocolError(.malformedMessage, "\"\(PeerText.escaped(name))\" is not a host name")
                 }
-                out.append(contentsOf: Self.port(port))
+                Self.append(port: port, to: &out)
                 out.append(UInt8(bytes.count))
                 out.append(contentsOf: bytes)
             case .originalSource(let address):
-                out.append(contentsOf: Self.port(address.port))
+                Self.append(port: address.port, to: &out)
                 out.append(contentsOf: address.address.wire16)
             }
             while out.count % 4 != 0 { out.append(0) }
@@ -55,5 +64,8 @@ extension ConvertMessage {
         return out
     }
 
-    private static func port(_ port: UInt16) -> [UInt8] { [UInt8(port >> 8), UInt8(port & 0xff)] }
+    private static func append(port: UInt16, to out: inout [UInt8]) {
+        out.append(UInt8(port >> 8))
+        out.append(UInt8(port & 0xff))
+    }
 }

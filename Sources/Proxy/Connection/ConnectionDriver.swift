@@ -95,24 +95,39 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
     }
 
+    /// An attempt of a dial whose socket is open.
+    private struct OpenAttempt {
+        let index: Int
+        let socket: OwnedSocket
+        /// The kernel may refuse MPTCP and give TCP.
+        let isMPTCP: Bool
+        /// Its connect finished with an event that showed nothing to read.
+        var connectedEmpty = false
+    }
+
     /// The attempts of one dial (Happy Eyeballs), their sockets and timers.
     private final class DialState {
         let plan: DialPlan
         var scheduler: DialScheduler
-        var attempts: [Int: OwnedSocket] = [:]
-        /// Which attempts' sockets are MPTCP (the kernel may refuse MPTCP and give TCP).
-        var mptcpAttempts: Set<Int> = []
-        /// Attempts whose connect finished with an event that showed nothing to read.
-        var connectedEmpty: Set<Int> = []
-        let delayTimer: LoopTimer
+        /// At most one per candidate, usually one: an array, where a dictionary and two sets
+        /// cost a hash table each per connection.
+        var attempts: [OpenAttempt] = []
+        /// Made when a second candidate is due (most dials have one).
+        var delayTimer: LoopTimer?
         let timeoutTimer: LoopTimer
 
-        init(plan: DialPlan, delayTimer: LoopTimer, timeoutTimer: LoopTimer) {
+        init(plan: DialPlan, timeoutTimer: LoopTimer) {
             self.plan = plan
             self.scheduler = DialScheduler(candidateCount: plan.candidates.count, exclusive: plan.exclusive)
-            self.delayTimer = delayTimer
             self.timeoutTimer = timeoutTimer
         }
+
+        func remove(_ index: Int) -> OpenAttempt? {
+            guard let position = attempts.firstIndex(where: { $0.index == index }) else { return nil }
+            return attempts.remove(at: position)
+        }
+
+        func attempt(_ index: Int) -> OpenAttempt? { attempts.first { $0.index == index } }
     }
 
     /// - Parameters:
@@ -408,9 +423,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     // MARK: dialling
 
     private func startDial(_ plan: DialPlan, _ h: Handshake) {
-        let dial = DialState(plan: plan,
-                             delayTimer: LoopTimer { [weak self] in self?.dialDelayElapsed() },
-                             timeoutTimer: LoopTimer { [weak self] in self?.dialTimedOut() })
+        let dial = DialState(plan: plan, timeoutTimer: LoopTimer { [weak self] in self?.dialTimedOut() })
         h.dial = dial
         loop.arm(dial.timeoutTimer, after: plan.timeout)
         carryOut(dial.scheduler.begin(), dial, h)
@@ -422,11 +435,15 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var decision = first
         while true {
             for index in decision.abandon {
-                guard let socket = dial.attempts.removeValue(forKey: index) else { continue }
+                guard let socket = dial.remove(index)?.socket else { continue }
                 loop.deregister(socket.fd)
                 socket.close(reset: true)
             }
-            if decision.armDelay { loop.arm(dial.delayTimer, after: dial.plan.attemptDelay) }
+            if decision.armDelay {
+                let timer = dial.delayTimer ?? LoopTimer { [weak self] in self?.dialDelayElapsed() }
+                dial.delayTimer = timer
+                loop.arm(timer, after: dial.plan.attemptDelay)
+            }
             switch decision.outcome {
             case .success(let index)?:
                 endDial(h, winner: index)
@@ -441,8 +458,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             guard let index = decision.start else { return }
             switch openAttempt(dial.plan, index) {
             case .success(let attempt):
-                dial.attempts[index] = attempt.socket
-                if attempt.isMPTCP { dial.mptcpAttempts.insert(index) }
+                dial.attempts.append(OpenAttempt(index: index, socket: attempt.socket, isMPTCP: attempt.isMPTCP))
                 guard attempt.connected else { return }
                 decision = dial.scheduler.attemptSucceeded(index)
             case .failure(let error):
@@ -513,18 +529,19 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
 
     /// An attempt's socket reported writable or an error: its connect has finished.
     private func attemptFinished(fd: Int32, events: UInt32, _ h: Handshake) {
-        guard let dial = h.dial, let (index, socket) = dial.attempts.first(where: { $0.value.fd == fd }) else { return }
+        guard let dial = h.dial, let position = dial.attempts.firstIndex(where: { $0.socket.fd == fd }) else { return }
+        let (index, socket) = (dial.attempts[position].index, dial.attempts[position].socket)
         guard events & (MPX_EPOLLOUT | MPX_EPOLLERR | MPX_EPOLLHUP) != 0 else { return }
         // Writable without an error or hang-up is a finished connect: SO_ERROR would say 0.
         let error = events & (MPX_EPOLLERR | MPX_EPOLLHUP) == 0 ? 0 : socket.socket.pendingError()
         if error == 0 {
             // Connected with nothing to read yet: the first bytes will be an edge of their own.
-            if events & (MPX_EPOLLIN | MPX_EPOLLRDHUP) == 0 { dial.connectedEmpty.insert(index) }
+            if events & (MPX_EPOLLIN | MPX_EPOLLRDHUP) == 0 { dial.attempts[position].connectedEmpty = true }
             carryOut(dial.scheduler.attemptSucceeded(index), dial, h)
         } else {
             loop.deregister(fd)
             socket.close()
-            dial.attempts[index] = nil
+            dial.attempts.remove(at: position)
             carryOut(dial.scheduler.attemptFailed(index, errno: error), dial, h)
         }
     }
@@ -534,17 +551,17 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func endDial(_ h: Handshake, winner: Int?) {
         guard let dial = h.dial else { return }
         h.dial = nil
-        dial.delayTimer.cancel()
+        dial.delayTimer?.cancel()
         dial.timeoutTimer.cancel()
-        for (index, socket) in dial.attempts where index != winner {
-            loop.deregister(socket.fd)
-            socket.close()
+        for attempt in dial.attempts where attempt.index != winner {
+            loop.deregister(attempt.socket.fd)
+            attempt.socket.close()
         }
-        guard let winner, let socket = dial.attempts[winner] else { return }
-        outbound = socket
+        guard let winner, let won = dial.attempt(winner) else { return }
+        outbound = won.socket
         outboundWatchesWrites = true  // registered so for its connect
-        outboundMayRead = !dial.connectedEmpty.contains(winner)
-        if context.mptcpLeg == .outbound { legIsMPTCP = dial.mptcpAttempts.contains(winner) }
+        outboundMayRead = !won.connectedEmpty
+        if context.mptcpLeg == .outbound { legIsMPTCP = won.isMPTCP }
         let address = dial.plan.candidates[winner]
         if !dial.plan.initialData.isEmpty {
             h.outboundSend.bytes += dial.plan.initialData

@@ -29,7 +29,9 @@ struct DialScheduler {
     let candidateCount: Int
     let exclusive: Bool
     private var nextCandidate = 0
-    private(set) var inFlight: Set<Int> = []
+    /// Attempts started and not yet reported (a few at most: an array, not a set, which would
+    /// allocate a hash table per connection).
+    private(set) var inFlight: [Int] = []
     private var lastErrno: Int32 = 0
     private var finished = false
 
@@ -55,13 +57,13 @@ struct DialScheduler {
     }
 
     mutating func attemptSucceeded(_ index: Int) -> Decision {
-        guard !finished, inFlight.remove(index) != nil else { return Decision() }
+        guard !finished, takeInFlight(index) else { return Decision() }
         finished = true
         return Decision(outcome: .success(index))
     }
 
     mutating func attemptFailed(_ index: Int, errno: Int32) -> Decision {
-        guard !finished, inFlight.remove(index) != nil else { return Decision() }
+        guard !finished, takeInFlight(index) else { return Decision() }
         lastErrno = errno
         if nextCandidate < candidateCount { return startNext(orFail: errno) }
         if inFlight.isEmpty {
@@ -78,7 +80,14 @@ struct DialScheduler {
         }
         let index = nextCandidate
         nextCandidate += 1
-        inFlight.insert(index)
+        inFlight.append(index)
         return Decision(start: index, armDelay: nextCandidate < candidateCount)
+    }
+
+    /// Removes `index` from the attempts in flight; false if it was not among them.
+    private mutating func takeInFlight(_ index: Int) -> Bool {
+        guard let position = inFlight.firstIndex(of: index) else { return false }
+        inFlight.remove(at: position)
+        return true
     }
 }
