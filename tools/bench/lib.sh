@@ -25,6 +25,7 @@ cleanup() {
 
 # testbed_up [SHAPE]: SHAPE=none for unshaped links.
 testbed_up() {
+    local ns dev  # callers have their own `ns`: bash's dynamic scope would hand them ours
     P=mpxb$$
     WORK=${WORK:-$(mktemp -d)}
     "$TB" up "$P" >/dev/null 2>&1
