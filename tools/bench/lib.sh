@@ -217,7 +217,8 @@ load() {
 
 # path_bytes: bytes the gateway's three uplinks have carried so far, both ways.
 path_bytes() {
-    in_ns gw cat /sys/class/net/{wifi,eth,cell}/statistics/{rx,tx}_bytes | awk '{ s += $1 } END { print s }'
+    # printf, not print: awk prints sums past 2^31 as 7.38e+10, which bash's (( )) refuses.
+    in_ns gw cat /sys/class/net/{wifi,eth,cell}/statistics/{rx,tx}_bytes | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 # wait_quiet: returns once the uplinks carry less than 64 KB in 200 ms (at most 15 s). A load
