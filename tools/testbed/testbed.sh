@@ -157,7 +157,11 @@ delayline_binary() {
     if [[ ! -x $bin || $src -nt $bin ]]; then
         local cc=${CC:-}
         [[ -n $cc ]] || cc=$(command -v cc || command -v gcc || command -v clang) || die "no C compiler for the delay line"
-        "$cc" -O2 -Wall -o "$bin.tmp" "$src" -lmnl && mv "$bin.tmp" "$bin"
+        # Tests bring testbeds up in parallel: each compiles to its own file and renames it into
+        # place (atomic), so none runs a binary another is still writing (a shared .tmp did).
+        local tmp
+        tmp=$(mktemp "$bin.XXXXXX")
+        "$cc" -O2 -Wall -o "$tmp" "$src" -lmnl && mv -f "$tmp" "$bin" || { rm -f "$tmp"; die "cannot build the delay line"; }
     fi
     echo "$bin"
 }
