@@ -232,7 +232,9 @@ down() {
     P=${1:-$(current_prefix)}
     local f
     for f in "$STATE_DIR/$P".delay.*; do
-        [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null
+        # A delay line that already exited must not stop the teardown (set -e would end it here
+        # and leave the namespaces behind).
+        [[ -f $f ]] && { kill "$(cat "$f")" 2>/dev/null || true; }
         rm -f "$f"
     done
     rm -f "$STATE_DIR/$P".loss.* "$STATE_DIR/$P".blackhole.*
