@@ -108,7 +108,14 @@ struct ServerFailoverTests {
             try ports.set([])
             let returned = millisecondsUntil(seconds: 3) { up(chain, port: first) && chosen(chain, port: first) }
             #expect(returned != nil, "the first server never came back")
-            _ = try chain.transfer(upload: 10_000, download: 10_000, seed: 5)
+            // On a loaded machine (CI runs suites side by side) the first attempt at the server that
+            // just came back can outlast the 400 ms attempt timeout and go on to the second (seen
+            // once in four clean CI runs): the returning server must take one of the next three.
+            var triedAfterReturn = 0
+            repeat {
+                triedAfterReturn += 1
+                _ = try chain.transfer(upload: 10_000, download: 10_000, seed: 5)
+            } while millisecondsUntil(seconds: 0.5, { relayedCount(firstRecords) >= 2 }) == nil && triedAfterReturn < 3
             #expect(relayed(firstRecords, 2).count == 2, "a new connection goes to the first server once it is back")
             runner.join()
             switch long.value {
@@ -116,8 +123,10 @@ struct ServerFailoverTests {
             case .failure(let failure)?: Issue.record("the transfer on the second server failed: \(failure.description)")
             case nil: Issue.record("the long transfer never ended")
             }
-            let secondEnds = relayed(secondRecords, 3)
-            #expect(secondEnds.count == 3 && secondEnds.allSatisfy { $0.reason == .completed }, "\(secondEnds.map(\.reason))")
+            // Two short transfers and the long one, and any try after the return that went there.
+            let expectedOnSecond = 3 + triedAfterReturn - 1
+            let secondEnds = relayed(secondRecords, expectedOnSecond)
+            #expect(secondEnds.count == expectedOnSecond && secondEnds.allSatisfy { $0.reason == .completed }, "\(secondEnds.map(\.reason))")
 
             // Both silent: once the checks see it, a LAN connection is reset at once, not held.
             try ports.set([first, second])
@@ -138,6 +147,8 @@ struct ServerFailoverTests {
 
     /// The connections a server relayed, once `count` of them have ended (bounded wait). Its
     /// Info exchanges are no connection records (the filter says so once more).
+    func relayedCount(_ log: RecordLog) -> Int { log.all.filter { $0.target != nil }.count }
+
     func relayed(_ log: RecordLog, _ count: Int) -> [ConnectionRecord] {
         _ = millisecondsUntil(seconds: count == 0 ? 0.2 : 10) { log.all.filter { $0.target != nil }.count >= count }
         return log.all.filter { $0.target != nil }
