@@ -376,29 +376,21 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// every ACK that frees send space, so watching one that has room costs a wakeup per
     /// acknowledged write. epoll checks readiness as the interest changes, so room that came
     /// between the would-block and this call is still reported.
-    private func watchWrites(_ side: Side) {
-        guard let socket = socket(side), socket.isOpen else { return }
-        if side == .inbound ? inboundWatchesWrites : outboundWatchesWrites { return }
-        do {
-            try loop.modify(socket.fd, events: EventLoop.streamEvents)
-        } catch {
-            finish(.ioError(error), .reset)
-            return
-        }
-        if side == .inbound { inboundWatchesWrites = true } else { outboundWatchesWrites = true }
-    }
+    private func watchWrites(_ side: Side) { setWatchingWrites(side, true) }
 
     /// The opposite of `watchWrites`, for a connected dial that has nothing left to write.
-    private func stopWatchingWrites(_ side: Side) {
+    private func stopWatchingWrites(_ side: Side) { setWatchingWrites(side, false) }
+
+    private func setWatchingWrites(_ side: Side, _ watching: Bool) {
         guard let socket = socket(side), socket.isOpen else { return }
-        if !(side == .inbound ? inboundWatchesWrites : outboundWatchesWrites) { return }
+        if (side == .inbound ? inboundWatchesWrites : outboundWatchesWrites) == watching { return }
         do {
-            try loop.modify(socket.fd, events: EventLoop.streamEventsWithoutWrite)
+            try loop.modify(socket.fd, events: watching ? EventLoop.streamEvents : EventLoop.streamEventsWithoutWrite)
         } catch {
             finish(.ioError(error), .reset)
             return
         }
-        if side == .inbound { inboundWatchesWrites = false } else { outboundWatchesWrites = false }
+        if side == .inbound { inboundWatchesWrites = watching } else { outboundWatchesWrites = watching }
     }
 
     // MARK: the MPTCP key (server, TCP Fast Open)
