@@ -17,7 +17,7 @@ final class BadInputHarness {
     let origin: Int32
     let originAddress: SocketAddress
 
-    init() throws {
+    init(idleTimeout: UInt64 = 5_000) throws {
         signal(SIGPIPE, SIG_IGN)
         let originFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         let any = try SocketAddress(parsing: "127.0.0.1:1")
@@ -29,7 +29,7 @@ final class BadInputHarness {
         zero = SocketAddress(any.address, port: 0)
         var configuration = ServerConfiguration(listen: [zero], keys: [ClientKey(id: "gw", secret: Array(repeating: 5, count: 32))])
         configuration.loops = 1
-        configuration.timeouts = ConnectionTimeouts(handshake: 400, connect: 1_000, idle: 5_000)
+        configuration.timeouts = ConnectionTimeouts(handshake: 400, connect: 1_000, idle: idleTimeout)
         // The origin is on loopback, which the server refuses by default: allow exactly its port.
         configuration.rules = [AccessRule(action: .allow, networks: [try IPNetwork(parsing: "127.0.0.1")], ports: [PortRange(originAddress.port, originAddress.port)], name: "test origin")]
         var logger = Logger(label: "bad-input")

@@ -114,4 +114,43 @@ struct ServerBadInputTests {
         let result = try h.exchange(request, halfClose: true)
         #expect(result.reply == (try ConvertMessage.success().encoded()), "\(result.reply) \(h.records.reasons)")
     }
+
+    /// The driver's deadlines share one timer (ConnectionDeadlines): the handshake's is cleared
+    /// when relaying starts and the idle one takes over, re-armed from the last activity.
+    @Test("a relayed connection left silent is closed at the idle timeout; one that keeps talking is not")
+    func idleTimeout() throws {
+        let h = try BadInputHarness(idleTimeout: 1_000)
+        defer { h.stop() }
+        func relayed() throws -> Int32 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var tv = timeval(tv_sec: 3, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            #expect(h.address.withSockAddr { connect(fd, $0, $1) } == 0)
+            let request = try ConvertMessage.signedRequest(to: h.destination(port: h.originAddress.port), key: h.key, timestamp: unixMilliseconds())
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            let success = try ConvertMessage.success().encoded()
+            var reply = [UInt8](repeating: 0, count: success.count)
+            #expect(recv(fd, &reply, reply.count, Int32(MSG_WAITALL)) == success.count && reply == success, "no success reply: \(h.records.reasons)")
+            return fd
+        }
+        let silent = try relayed()
+        let talking = try relayed()
+        defer { close(silent); close(talking) }
+        let start = monotonicMilliseconds()
+        var silentClosedAt: UInt64?
+        var byte: UInt8 = 0
+        // 2.5 s, the talking one sending a byte every 250 ms (the origin's backlog takes them).
+        while monotonicMilliseconds() - start < 2_500 {
+            #expect(send(talking, &byte, 1, Int32(MSG_NOSIGNAL)) == 1, "the talking connection was closed")
+            usleep(250_000)
+            if silentClosedAt == nil, recv(silent, &byte, 1, Int32(MSG_DONTWAIT)) == 0 || errno == ECONNRESET {
+                silentClosedAt = monotonicMilliseconds()
+            }
+        }
+        let closedAfter = silentClosedAt.map { Double($0 - start) }
+        #expect(closedAfter != nil, "the silent connection outlived its 1 s idle timeout by 1.5 s")
+        #expect((closedAfter ?? 0) >= 900, "closed after \(closedAfter ?? 0) ms, before its idle timeout")
+        #expect(h.records.waitFor(.idleTimeout), "records: \(h.records.reasons)")
+        #expect(h.records.reasons.filter { $0 == .idleTimeout }.count == 1, "records: \(h.records.reasons)")
+    }
 }

@@ -29,8 +29,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// Descriptors (inbound, dial attempts) whose peer hung up during the handshake.
     private var hungUpBeforeRelay: [Int32] = []
     private var starvedRetry: UInt64 = 0
-    /// Made only when a relay first starves (rare), so most connections never allocate it.
-    private var starvedTimer: LoopTimer?
     private var sampledAtFirstEOF = false
     /// Whether epoll watches each socket for writability. Only while a write waits for room, a
     /// connect is in progress or a reply waits for the MPTCP key: see `watchWrites`.
@@ -47,29 +45,12 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private(set) var isClosed = false
     /// Held until the connection ends (its count against the limits, a pool member's count).
     private var leases: [ConnectionLease]
-    private lazy var idleTimer = LoopTimer { [weak self] in self?.idleCheck() }
+    /// Every deadline of the connection, served by its one timer (see ConnectionDeadlines).
+    private var deadlines = ConnectionDeadlines()
+    /// Made at the first deadline (the handshake's, at launch).
+    private var timer: LoopTimer?
 
     private var loop: EventLoop { context.loop }
-
-    /// Whose turn it is to receive I/O results.
-    private enum Turn { case frontend, upstream }
-
-    private enum ReadKind { case exact, available, peek }
-
-    private struct PendingRead {
-        var side: Side
-        var limit: Int
-        var kind: ReadKind
-        var turn: Turn
-    }
-
-    /// Bytes waiting to go out on one socket, and who is told when they are out.
-    private struct SendBuffer {
-        var bytes: [UInt8] = []
-        var offset = 0
-        var notify: Turn?
-        var isEmpty: Bool { offset >= bytes.count }
-    }
 
     /// What only the handshake needs; dropped when relaying starts.
     private final class Handshake {
@@ -81,7 +62,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var outboundSend = SendBuffer()
         var lastPeek = 0
         var dial: DialState?
-        var deadline: LoopTimer?
         /// A send on the inbound socket waits for the client's MPTCP key (see `peerKeyReceived`).
         var awaitingPeerKey = false
         var resolving = false
@@ -93,41 +73,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             self.upstream = upstream
             self.leases = leases
         }
-    }
-
-    /// An attempt of a dial whose socket is open.
-    private struct OpenAttempt {
-        let index: Int
-        let socket: OwnedSocket
-        /// The kernel may refuse MPTCP and give TCP.
-        let isMPTCP: Bool
-        /// Its connect finished with an event that showed nothing to read.
-        var connectedEmpty = false
-    }
-
-    /// The attempts of one dial (Happy Eyeballs), their sockets and timers.
-    private final class DialState {
-        let plan: DialPlan
-        var scheduler: DialScheduler
-        /// At most one per candidate, usually one: an array, where a dictionary and two sets
-        /// cost a hash table each per connection.
-        var attempts: [OpenAttempt] = []
-        /// Made when a second candidate is due (most dials have one).
-        var delayTimer: LoopTimer?
-        let timeoutTimer: LoopTimer
-
-        init(plan: DialPlan, timeoutTimer: LoopTimer) {
-            self.plan = plan
-            self.scheduler = DialScheduler(candidateCount: plan.candidates.count, exclusive: plan.exclusive)
-            self.timeoutTimer = timeoutTimer
-        }
-
-        func remove(_ index: Int) -> OpenAttempt? {
-            guard let position = attempts.firstIndex(where: { $0.index == index }) else { return nil }
-            return attempts.remove(at: position)
-        }
-
-        func attempt(_ index: Int) -> OpenAttempt? { attempts.first { $0.index == index } }
     }
 
     /// - Parameters:
@@ -160,9 +105,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         context.table.add(self)
         context.metrics.handshakeStarted()
         guard let handshake else { return }
-        let deadline = LoopTimer { [weak self] in self?.handshakeDeadlinePassed() }
-        handshake.deadline = deadline
-        loop.arm(deadline, after: context.timeouts.handshake)
+        setDeadline(.handshake, after: context.timeouts.handshake)
         if let refusal {
             run(.frontend(handshake.frontend.refused(refusal)))
         } else {
@@ -171,12 +114,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     }
 
     // MARK: the machines' turns
-
-    private enum Next {
-        case frontend(FrontendStep)
-        case upstream(UpstreamStep)
-        case wait
-    }
 
     /// Carries out steps until one has to wait for the network.
     private func run(_ first: Next) {
@@ -415,9 +352,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     // MARK: dialling
 
     private func startDial(_ plan: DialPlan, _ h: Handshake) {
-        let dial = DialState(plan: plan, timeoutTimer: LoopTimer { [weak self] in self?.dialTimedOut() })
+        let dial = DialState(plan: plan)
         h.dial = dial
-        loop.arm(dial.timeoutTimer, after: plan.timeout)
+        setDeadline(.dialTimeout, after: plan.timeout)
         carryOut(dial.scheduler.begin(), dial, h)
     }
 
@@ -431,11 +368,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                 loop.deregister(socket.fd)
                 socket.close(reset: true)
             }
-            if decision.armDelay {
-                let timer = dial.delayTimer ?? LoopTimer { [weak self] in self?.dialDelayElapsed() }
-                dial.delayTimer = timer
-                loop.arm(timer, after: dial.plan.attemptDelay)
-            }
+            if decision.armDelay { setDeadline(.dialAttempt, after: dial.plan.attemptDelay) }
             switch decision.outcome {
             case .success(let index)?:
                 endDial(h, winner: index)
@@ -457,12 +390,6 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                 decision = dial.scheduler.attemptFailed(index, errno: error.errno)
             }
         }
-    }
-
-    private struct Attempt {
-        var socket: OwnedSocket
-        var connected: Bool
-        var isMPTCP: Bool
     }
 
     /// Opens, configures and connects one attempt; `connected` when the kernel says so at once
@@ -543,8 +470,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func endDial(_ h: Handshake, winner: Int?) {
         guard let dial = h.dial else { return }
         h.dial = nil
-        dial.delayTimer?.cancel()
-        dial.timeoutTimer.cancel()
+        deadlines.clear(.dialAttempt)
+        deadlines.clear(.dialTimeout)
         for attempt in dial.attempts where attempt.index != winner {
             loop.deregister(attempt.socket.fd)
             attempt.socket.close()
@@ -586,6 +513,41 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     }
 
     // MARK: deadlines
+
+    private func setDeadline(_ kind: ConnectionDeadlines.Kind, after milliseconds: UInt64) {
+        setDeadline(kind, at: loop.now + milliseconds)
+    }
+
+    private func setDeadline(_ kind: ConnectionDeadlines.Kind, at instant: UInt64) {
+        deadlines[kind] = instant
+        armTimer()
+    }
+
+    /// Arms the timer at the earliest deadline unless it is armed at or before it already. A
+    /// deadline cleared or moved later leaves the timer early: it then fires, finds nothing
+    /// due and re-arms (one spare wakeup), where re-arming at each change would leave a stale
+    /// heap entry each time (the loop drops those only when it compacts).
+    private func armTimer() {
+        guard let earliest = deadlines.earliest else { return }
+        if let timer, timer.isArmed, timer.deadline <= earliest { return }
+        let timer = self.timer ?? LoopTimer { [weak self] in self?.timerFired() }
+        self.timer = timer
+        loop.arm(timer, at: earliest)
+    }
+
+    private func timerFired() {
+        while !isClosed, let due = deadlines.takeDue(now: loop.now) {
+            switch due {
+            case .drain: finish(drainingReason ?? .idleTimeout, .reset)
+            case .handshake: handshakeDeadlinePassed()
+            case .dialTimeout: dialTimedOut()
+            case .dialAttempt: dialDelayElapsed()
+            case .starvedRetry: pumpRelay()
+            case .idle: idleCheck()
+            }
+        }
+        if !isClosed { armTimer() }
+    }
 
     private func handshakeDeadlinePassed() {
         guard !isClosed, let h = handshake else { return }
@@ -642,7 +604,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             finish(.ioError(SystemError("relay with bytes unsent", errno: EIO)), .reset)
             return
         }
-        h.deadline?.cancel()
+        deadlines.clear(.handshake)
         leases += h.upstream.leases
         record.bytesUp += UInt64(h.upstream.earlyBytesCarried)
         handshake = nil  // and with it the handshake's leases (the source's handshake count)
@@ -663,7 +625,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
         hungUpBeforeRelay = []
         lastActivity = loop.now
-        loop.arm(idleTimer, after: context.timeouts.idle)
+        setDeadline(.idle, after: context.timeouts.idle)
         var live: ProxyMetrics.LiveConnection?
         if context.metrics.isExporting, let leg = socket(context.mptcpLeg)?.socket,
            let local = leg.localAddress(), let remote = leg.peerAddress() {
@@ -710,8 +672,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                 // try again after a pause that grows to half a second, never give up.
                 if starvedRetry == 0 { context.logger.warning("connection \(record.peer.map { "\($0)" } ?? "?") -> \(record.destination): no pipe available, relaying waits") }
                 starvedRetry = min(max(starvedRetry * 2, 5), 500)
-                if starvedTimer == nil { starvedTimer = LoopTimer { [weak self] in self?.pumpRelay() } }
-                loop.arm(starvedTimer!, after: starvedRetry)
+                setDeadline(.starvedRetry, after: starvedRetry)
             }
         } catch {
             finish(.ioError(error), .reset)
@@ -724,7 +685,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         if quietFor >= context.timeouts.idle {
             finish(.idleTimeout, .reset)
         } else {
-            loop.arm(idleTimer, at: lastActivity + context.timeouts.idle)
+            setDeadline(.idle, at: lastActivity + context.timeouts.idle)
         }
     }
 
@@ -750,30 +711,25 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         guard !isClosed else { return }
         if style == .drainInbound, drainingReason == nil {
             drainingReason = reason
-            if let h = handshake {
-                if h.dial != nil { endDial(h, winner: nil) }
-                h.deadline?.cancel()
-            }
+            if let h = handshake, h.dial != nil { endDial(h, winner: nil) }
+            deadlines.clear(.handshake)
             inbound.socket.shutdownWrite()
             if let outbound {
                 loop.deregister(outbound.fd)
                 outbound.close()
                 self.outbound = nil
             }
-            let timer = LoopTimer { [weak self] in self?.finish(reason, .reset) }
-            handshake?.deadline = timer
-            loop.arm(timer, after: 1_000)
+            setDeadline(.drain, after: 1_000)
             discardUntilEOF()
             return
         }
         isClosed = true
-        idleTimer.cancel()
-        starvedTimer?.cancel()
         if let h = handshake {
             if h.dial != nil { endDial(h, winner: nil) }
-            h.deadline?.cancel()
             h.resolving = false
         }
+        deadlines.clearAll()
+        timer?.cancel()
         handshake = nil
         let relayed = relay != nil
         record.reason = reason
@@ -840,4 +796,71 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             }
         }
     }
+}
+
+// The driver's own types, outside the generic class: a type nested in a generic class is
+// generic itself, and its metadata is looked up at run time wherever it is used (callgrind, B3:
+// about 3,000 instructions a connection on the client in metadata lookups, most from these).
+
+/// Whose turn it is to receive I/O results.
+private enum Turn { case frontend, upstream }
+
+private enum ReadKind { case exact, available, peek }
+
+private struct PendingRead {
+    var side: Side
+    var limit: Int
+    var kind: ReadKind
+    var turn: Turn
+}
+
+/// Bytes waiting to go out on one socket, and who is told when they are out.
+private struct SendBuffer {
+    var bytes: [UInt8] = []
+    var offset = 0
+    var notify: Turn?
+    var isEmpty: Bool { offset >= bytes.count }
+}
+
+/// An attempt of a dial whose socket is open.
+private struct OpenAttempt {
+    let index: Int
+    let socket: OwnedSocket
+    /// The kernel may refuse MPTCP and give TCP.
+    let isMPTCP: Bool
+    /// Its connect finished with an event that showed nothing to read.
+    var connectedEmpty = false
+}
+
+/// The attempts of one dial (Happy Eyeballs) and their sockets (its deadlines are the driver's).
+private final class DialState {
+    let plan: DialPlan
+    var scheduler: DialScheduler
+    /// At most one per candidate, usually one: an array, where a dictionary and two sets
+    /// cost a hash table each per connection.
+    var attempts: [OpenAttempt] = []
+
+    init(plan: DialPlan) {
+        self.plan = plan
+        self.scheduler = DialScheduler(candidateCount: plan.candidates.count, exclusive: plan.exclusive)
+    }
+
+    func remove(_ index: Int) -> OpenAttempt? {
+        guard let position = attempts.firstIndex(where: { $0.index == index }) else { return nil }
+        return attempts.remove(at: position)
+    }
+
+    func attempt(_ index: Int) -> OpenAttempt? { attempts.first { $0.index == index } }
+}
+
+private enum Next {
+    case frontend(FrontendStep)
+    case upstream(UpstreamStep)
+    case wait
+}
+
+private struct Attempt {
+    var socket: OwnedSocket
+    var connected: Bool
+    var isMPTCP: Bool
 }
