@@ -46,7 +46,9 @@ extension ConvertMessage {
             throw ConvertProtocolError(.malformedMessage, "total length says \(total) bytes, got \(raw.count)")
         }
         var tlvs: [ConvertTLV] = []
-        var seen = Set<UInt8>()
+        tlvs.reserveCapacity(4)  // a request has two or three, a reply one or two
+        // TLV types seen, one bit each (a Set<UInt8> cost an allocation per message).
+        var seen = (low: UInt128(0), high: UInt128(0))
         var cookieValueOffset: Int?
         var offset = ConvertWire.headerLength
         while offset < total {
@@ -64,7 +66,10 @@ extension ConvertMessage {
             guard let type = ConvertTLVType(rawValue: typeByte) else {
                 throw ConvertProtocolError(.unsupportedMessage, "unknown TLV type \(typeByte) at byte \(offset)")
             }
-            guard seen.insert(typeByte).inserted else {
+            let bit = UInt128(1) << (typeByte & 127)
+            let alreadySeen = typeByte < 128 ? seen.low & bit != 0 : seen.high & bit != 0
+            if typeByte < 128 { seen.low |= bit } else { seen.high |= bit }
+            guard !alreadySeen else {
                 throw ConvertProtocolError(.malformedMessage, "duplicate \(type) TLV at byte \(offset)")
             }
             // The TLV's bytes after Type and Length: at least 2, since length >= 4.

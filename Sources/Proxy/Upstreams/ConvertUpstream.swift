@@ -104,7 +104,7 @@ public struct ConvertUpstream: Upstream {
         do {
             // The nonce in one getrandom(2); the library's default draws it in two.
             signed = try ConvertMessage.signedRequest(tlvs, key: endpoint.key, timestamp: wallMilliseconds,
-                                                      nonce: kernelRandomBytes(ConvertCookie.nonceLength))
+                                                      nonce: kernelRandomBytes(ConvertCookie.nonceLength), earlyData: earlyData)
         } catch {
             state = .failed
             return .failed(error)
@@ -117,7 +117,7 @@ public struct ConvertUpstream: Upstream {
         state = .connecting
         earlyBytesCarried = earlyData.count
         return .dial(DialPlan(candidates: planned, mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
-                              initialData: signed + earlyData, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
+                              initialData: signed, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
                               attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true,
                               sources: servers.upstreamSources))
     }

@@ -1,0 +1,40 @@
+import NetworkTypes
+import Testing
+
+/// Prefix matching, against integer arithmetic as the reference (the rules' hot path compares
+/// bytes in place).
+@Suite("IP networks")
+struct IPNetworkTests {
+    @Test("contains agrees with integer masking for every IPv4 prefix length, near and far addresses")
+    func ipv4AgainstIntegers() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            let base = UInt32.random(in: .min ... .max, using: &generator)
+            let length = Int.random(in: 0...32, using: &generator)
+            // Half the candidates differ from the base only in a few low bits, so both sides of
+            // the boundary are hit at every length.
+            let candidate = Bool.random(using: &generator) ? base ^ (UInt32(1) << UInt32.random(in: 0...31, using: &generator))
+                                                            : UInt32.random(in: .min ... .max, using: &generator)
+            let mask: UInt32 = length == 0 ? 0 : ~UInt32(0) << (32 - length)
+            let network = IPNetwork(Self.v4(base), prefixLength: length)
+            #expect(network.contains(Self.v4(candidate)) == (candidate & mask == base & mask), "\(network) \(Self.v4(candidate))")
+        }
+    }
+
+    @Test("IPv6 prefixes, the family check, and the degenerate /0 and /128")
+    func ipv6AndFamilies() throws {
+        let network = try IPNetwork(parsing: "fc00::/7")
+        #expect(network.contains(try #require(IPAddress(parsing: "fd12:3456::1"))))
+        #expect(!network.contains(try #require(IPAddress(parsing: "fe80::1"))))
+        #expect(!network.contains(try #require(IPAddress(parsing: "10.0.0.1"))), "an IPv4 address is in no IPv6 network")
+        #expect(try IPNetwork(parsing: "::/0").contains(try #require(IPAddress(parsing: "2001:db8::5"))))
+        let host = try IPNetwork(parsing: "2001:db8::5")
+        #expect(host.contains(try #require(IPAddress(parsing: "2001:db8::5"))))
+        #expect(!host.contains(try #require(IPAddress(parsing: "2001:db8::4"))))
+        #expect(!(try IPNetwork(parsing: "10.0.0.0/8")).contains(try #require(IPAddress(parsing: "11.0.0.1"))))
+    }
+
+    private static func v4(_ value: UInt32) -> IPAddress {
+        .v4([UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)])
+    }
+}
