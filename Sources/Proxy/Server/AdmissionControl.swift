@@ -88,8 +88,8 @@ public final class AdmissionControl: Sendable {
     /// At accept: the leases of an admitted connection, or the refusal to send.
     public func admit(source address: IPAddress?, now: UInt64) -> Result<AcceptLeases, ConvertProtocolError> {
         if let refusal = count(source: address, now: now) { return .failure(refusal) }
-        return .success(AcceptLeases(connection: ConnectionLease { [self] in connectionEnded() },
-                                     handshake: address.map { source in ConnectionLease { [self] in handshakeEnded(source: source) } }))
+        return .success(AcceptLeases(connection: ConnectionLease(.connection(self)),
+                                     handshake: address.map { ConnectionLease(.handshake(self, sourceKey: Self.sourceKey($0))) }))
     }
 
     private func count(source address: IPAddress?, now: UInt64) -> ConvertProtocolError? {
@@ -147,9 +147,8 @@ public final class AdmissionControl: Sendable {
         return ConvertProtocolError(.resourceExceeded, "limit max-connections-per-key (\(limit)) reached for key \"\(PeerText.escaped(key))\"", value: [5])
     }
 
-    /// The handshake of a connection from `address` is over (relaying, or ended).
-    private func handshakeEnded(source address: IPAddress) {
-        let key = Self.sourceKey(address)
+    /// The handshake of a connection from the source of `key` is over (relaying, or ended).
+    func handshakeEnded(sourceKey key: IPAddress) {
         state.withLock { state in
             guard var source = state.sources[key], source.handshakes > 0 else { return }
             source.handshakes -= 1
@@ -157,7 +156,7 @@ public final class AdmissionControl: Sendable {
         }
     }
 
-    private func connectionEnded() {
+    func connectionEnded() {
         state.withLock { $0.total = max(0, $0.total - 1) }
     }
 

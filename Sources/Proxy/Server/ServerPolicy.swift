@@ -47,7 +47,7 @@ public final class ServerPolicy: Sendable {
     func admit(key: String) -> Result<ConnectionLease, ConvertProtocolError> {
         if let refusal = admission.admit(key: key) { return .failure(refusal) }
         metrics.keyAdmitted(key)
-        return .success(ConnectionLease { [admission] in admission.keyConnectionEnded(key) })
+        return .success(ConnectionLease(.key(admission, key)))
     }
 
     func pool(forKey key: String?) -> UpstreamPool? {

@@ -1,14 +1,6 @@
 import DataPlane
 import Synchronization
 
-/// Something a connection holds until it ends (a pool member's count, a limit's slot):
-/// released exactly once, when the holder lets go of it.
-public final class ConnectionLease: @unchecked Sendable {
-    private let release: () -> Void
-    public init(_ release: @escaping () -> Void) { self.release = release }
-    deinit { release() }
-}
-
 /// How often and how a pool member is checked, and how many results in a row change its state.
 public struct HealthCheckSettings: Sendable, Equatable {
     public var interval: UInt64 = 2_000
@@ -76,7 +68,11 @@ public final class UpstreamPool: Sendable {
         /// Counts a connection against the member until the lease is dropped.
         func lease() -> ConnectionLease {
             active.add(1, ordering: .relaxed)
-            return ConnectionLease { [self] in active.subtract(1, ordering: .relaxed) }
+            return ConnectionLease(.poolMember(self))
+        }
+
+        func leaseReleased() {
+            active.subtract(1, ordering: .relaxed)
         }
     }
 
