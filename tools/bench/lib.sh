@@ -20,7 +20,9 @@ build_release() {
 
 cleanup() {
     testbed_down
-    [[ -n ${WORK:-} ]] && rm -rf "$WORK"
+    # An if, not `[[ ]] && rm`: as the EXIT trap's last command, a false test was the script's
+    # exit status (B3 "failed" with rc 1 after printing its table).
+    if [[ -n ${WORK:-} ]]; then rm -rf "$WORK"; fi
 }
 
 # testbed_up [SHAPE]: SHAPE=none for unshaped links.
