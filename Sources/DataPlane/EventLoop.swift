@@ -14,7 +14,8 @@ public protocol EventHandler: AnyObject {
 /// or dropped sooner when they outnumber the live ones (see `EventLoop.arm`).
 public final class LoopTimer {
     fileprivate(set) public var deadline: UInt64 = 0
-    private let action: () -> Void
+    /// Dropped by `invalidate`, with whatever it captured.
+    private var action: (() -> Void)?
     /// The loop it is armed on, which counts its armed timers (stale heap entries aside).
     fileprivate weak var loop: EventLoop?
 
@@ -30,11 +31,19 @@ public final class LoopTimer {
         loop?.timerDisarmed()
     }
 
+    /// Cancels for good and releases the action: a cancelled timer's entry stays in the loop's
+    /// heap until its deadline or the next compaction, and without this it would keep what the
+    /// action captured (a closed connection) alive as long. An invalidated timer never fires.
+    public func invalidate() {
+        cancel()
+        action = nil
+    }
+
     fileprivate func fire(dueAt due: UInt64) {
         guard deadline == due else { return }
         deadline = 0
         loop?.timerDisarmed()
-        action()
+        action?()
     }
 }
 

@@ -32,6 +32,28 @@ struct EventLoopTests {
         #expect(loop.census.timersArmed == 0)
     }
 
+    @Test("an invalidated timer releases what its action captured at once, though its heap entry stays, and never fires")
+    func invalidatedTimerReleasesItsCapture() throws {
+        final class Owner {}
+        let loop = try EventLoop(index: 0)
+        weak var released: Owner?
+        var fired = false
+        let timer: LoopTimer
+        do {
+            let owner = Owner()
+            released = owner
+            timer = LoopTimer { [owner] in _ = owner; fired = true }
+        }
+        loop.arm(timer, at: 1)  // due at once
+        #expect(released != nil, "the armed timer's action holds its capture")
+        timer.invalidate()
+        #expect(released == nil, "an invalidated timer still held its capture")
+        #expect(loop.timerEntryCount == 1 && loop.census.timersArmed == 0)
+        loop.execute { loop.stop() }
+        loop.run()
+        #expect(!fired)
+    }
+
     @Test("the census follows the pipes lent and kept idle")
     func pipeCensus() throws {
         let loop = try EventLoop(index: 0)

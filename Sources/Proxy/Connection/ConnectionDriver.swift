@@ -67,11 +67,14 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var resolving = false
         /// Held while handshaking only (the source's count of handshakes in progress).
         var leases: [ConnectionLease]
+        /// A limit refused the connection at accept: the frontend's first step answers it.
+        var refusal: ConvertProtocolError?
 
-        init(frontend: F, upstream: U, leases: [ConnectionLease]) {
+        init(frontend: F, upstream: U, leases: [ConnectionLease], refusal: ConvertProtocolError?) {
             self.frontend = frontend
             self.upstream = upstream
             self.leases = leases
+            self.refusal = refusal
         }
     }
 
@@ -85,12 +88,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         self.inbound = OwnedSocket(socket)
         self.startedAt = context.loop.now
         self.record = ConnectionRecord(role: context.role, peer: peer)
-        self.handshake = Handshake(frontend: frontend, upstream: upstream, leases: handshakeLeases)
+        self.handshake = Handshake(frontend: frontend, upstream: upstream, leases: handshakeLeases, refusal: refusal)
         self.leases = leases
-        self.refusal = refusal
     }
-
-    private let refusal: ConvertProtocolError?
 
     /// Registers the accepted socket, arms the handshake deadline and starts the frontend; a
     /// connection that cannot be registered ends at once (logged).
@@ -106,7 +106,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         context.metrics.handshakeStarted()
         guard let handshake else { return }
         setDeadline(.handshake, after: context.timeouts.handshake)
-        if let refusal {
+        if let refusal = handshake.refusal {
+            handshake.refusal = nil
             run(.frontend(handshake.frontend.refused(refusal)))
         } else {
             run(.frontend(handshake.frontend.start()))
@@ -530,7 +531,11 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func armTimer() {
         guard let earliest = deadlines.earliest else { return }
         if let timer, timer.isArmed, timer.deadline <= earliest { return }
-        let timer = self.timer ?? LoopTimer { [weak self] in self?.timerFired() }
+        // Unowned, not weak: a weak reference gives the driver a side table (an allocation that
+        // lives as long as the connection). The timer cannot fire once the driver is gone: the
+        // table holds the driver until `finish`, which invalidates the timer (it drops this
+        // closure, so a stale heap entry does not keep the driver's memory either).
+        let timer = self.timer ?? LoopTimer { [unowned self] in timerFired() }
         self.timer = timer
         loop.arm(timer, at: earliest)
     }
@@ -729,7 +734,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             h.resolving = false
         }
         deadlines.clearAll()
-        timer?.cancel()
+        timer?.invalidate()  // and with it the timer's unowned reference to this driver
         handshake = nil
         let relayed = relay != nil
         record.reason = reason
