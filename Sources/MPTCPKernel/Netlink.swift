@@ -30,8 +30,8 @@ extension IPAddress {
     var familyByte: UInt8 { UInt8(family) }
 
     init(family: UInt8, raw: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) {
-        let all = withUnsafeBytes(of: raw) { Array($0) }
-        self = Int32(family) == AF_INET6 ? .v6(all) : .v4(Array(all[0..<4]))
+        let all = withUnsafeBytes(of: raw) { AddressBytes($0) }
+        self = Int32(family) == AF_INET6 ? .v6(all) : .v4(AddressBytes(all[0..<4]))
     }
 
     var raw16: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {

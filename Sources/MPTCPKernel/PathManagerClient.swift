@@ -209,12 +209,12 @@ public final class RouteClient {
     public func route(add: Bool, table: UInt32, destination: IPAddress?, prefixLength: UInt8, gateway: IPAddress?,
                       interfaceIndex: Int32, source: IPAddress?) throws(NetlinkError) {
         let family = (destination ?? gateway ?? source)?.familyByte ?? UInt8(AF_INET)
-        let dst = destination?.bytes ?? [UInt8](repeating: 0, count: 16)
+        let dst = destination.map { Array($0.bytes) } ?? [UInt8](repeating: 0, count: 16)
         let operation = "\(add ? "add" : "delete") route \(destination.map { "\($0)/\(prefixLength)" } ?? "default")\(gateway.map { " via \($0)" } ?? "") ifindex \(interfaceIndex) table \(table)"
         try socket.run(operation) { handle, error in
             dst.withUnsafeBufferPointer { d in
-                withOptionalBytes(gateway?.bytes) { g in
-                    withOptionalBytes(source?.bytes) { s in
+                withOptionalBytes(gateway.map { Array($0.bytes) }) { g in
+                    withOptionalBytes(source.map { Array($0.bytes) }) { s in
                         mpx_rt_route(handle, add ? 1 : 0, table, family, d.baseAddress, destination == nil ? 0 : prefixLength, g, interfaceIndex, s, error)
                     }
                 }
@@ -225,8 +225,8 @@ public final class RouteClient {
     /// `ip route get destination from source`: the interface index the kernel would use, or nil.
     public func outputInterface(to destination: IPAddress, from source: IPAddress?) throws(NetlinkError) -> Int32? {
         var oif: Int32 = 0
-        let dst = destination.bytes
-        let src = source?.familyByte == destination.familyByte ? source?.bytes : nil
+        let dst = Array(destination.bytes)
+        let src = source?.familyByte == destination.familyByte ? source.map { Array($0.bytes) } : nil
         try socket.run("route get \(destination)") { handle, error in
             dst.withUnsafeBufferPointer { d in
                 withOptionalBytes(src) { s in mpx_rt_get_route(handle, destination.familyByte, d.baseAddress, s, &oif, error) }
@@ -237,7 +237,7 @@ public final class RouteClient {
 
     /// `ip rule add|del from source lookup table priority P`.
     public func rule(add: Bool, table: UInt32, priority: UInt32, source: IPAddress) throws(NetlinkError) {
-        let bytes = source.bytes
+        let bytes = Array(source.bytes)
         let length = UInt8(bytes.count * 8)
         try socket.run("\(add ? "add" : "delete") rule from \(source) lookup \(table) priority \(priority)") { handle, error in
             bytes.withUnsafeBufferPointer { mpx_rt_rule(handle, add ? 1 : 0, table, priority, source.familyByte, $0.baseAddress, length, error) }

@@ -3,45 +3,35 @@ import Glibc
 /// An IPv4 or IPv6 address, network byte order: the one address type of the project, used by
 /// socket addresses, destinations, access rules and netlink (endpoints, routes, rules, events).
 public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
-    case v4([UInt8])   // 4 bytes
-    case v6([UInt8])   // 16 bytes
+    case v4(AddressBytes)   // 4 bytes
+    case v6(AddressBytes)   // 16 bytes
 
-    /// Hashes the address as one or two integers. The synthesised hash feeds the array's count
-    /// and then each byte to the hasher, one call apiece (16 for IPv6); the server hashes a
-    /// source address a few times per connection (its limits), where that was 2,000
-    /// instructions a connection. Equal addresses have equal bytes, so equal hashes.
+    /// Hashes the address as its family and two words. The synthesised hash of the former
+    /// `[UInt8]` payload fed each byte to the hasher, one call apiece; the server hashes a
+    /// source address a few times per connection (its limits). Equal addresses have equal
+    /// words (AddressBytes keeps bytes past its count zero), so equal hashes.
     public func hash(into hasher: inout Hasher) {
         switch self {
         case .v4(let bytes):
             hasher.combine(UInt8(4))
-            hasher.combine(Self.word(bytes, 0, count: 4))
+            hasher.combine(bytes.high)
         case .v6(let bytes):
             hasher.combine(UInt8(6))
-            hasher.combine(Self.word(bytes, 0, count: 8))
-            hasher.combine(Self.word(bytes, 8, count: 8))
+            hasher.combine(bytes.high)
+            hasher.combine(bytes.low)
         }
-    }
-
-    /// `count` bytes of `bytes` from `start` as one big-endian integer (missing bytes as zeros:
-    /// the cases hold 4 and 16 bytes, but the hash must not trap if one does not).
-    private static func word(_ bytes: [UInt8], _ start: Int, count: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for index in start..<(start + count) {
-            value = value << 8 | UInt64(index < bytes.count ? bytes[index] : 0)
-        }
-        return value
     }
 
     /// Parses a bare IPv4 or IPv6 address.
     public init?(parsing text: String) {
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {
-            self = .v4(withUnsafeBytes(of: &v4) { Array($0) })
+            self = .v4(withUnsafeBytes(of: &v4) { AddressBytes($0) })
             return
         }
         var v6 = in6_addr()
         if inet_pton(AF_INET6, text, &v6) == 1 {
-            self = .v6(withUnsafeBytes(of: &v6) { Array($0) })
+            self = .v6(withUnsafeBytes(of: &v6) { AddressBytes($0) })
             return
         }
         return nil
@@ -54,10 +44,10 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     public init(wire16 bytes: ArraySlice<UInt8>) {
         let start = bytes.startIndex
         if bytes.count >= 16, bytes[start..<(start + 10)].allSatisfy({ $0 == 0 }), bytes[start + 10] == 0xff, bytes[start + 11] == 0xff {
-            self = .v4(Array(bytes[(start + 12)..<(start + 16)]))
+            self = .v4(AddressBytes(bytes[(start + 12)..<(start + 16)]))
             return
         }
-        var all = [UInt8](repeating: 0, count: 16)
+        var all = AddressBytes(zeros: 16)
         for (index, byte) in bytes.prefix(16).enumerated() { all[index] = byte }
         self = .v6(all)
     }
@@ -69,7 +59,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var bytes: [UInt8] {
+    public var bytes: AddressBytes {
         switch self {
         case .v4(let b), .v6(let b): return b
         }
@@ -79,7 +69,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     public var wire16: [UInt8] {
         switch self {
         case .v4(let b): return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + b
-        case .v6(let b): return b
+        case .v6(let b): return Array(b)
         }
     }
 
@@ -90,7 +80,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         guard case .v6(let b) = self, b.count == 16, b[0..<10].allSatisfy({ $0 == 0 }), b[10] == 0xff, b[11] == 0xff else {
             return self
         }
-        return .v4(Array(b[12..<16]))
+        return .v4(AddressBytes(b[12..<16]))
     }
 
     /// Link-local IPv6 (fe80::/10) and IPv4 169.254/16: no uplink is reached through them.

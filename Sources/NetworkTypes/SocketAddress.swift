@@ -73,11 +73,11 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
         switch Int32(storage.ss_family) {
         case AF_INET:
             let sin = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in.self) }
-            let bytes = withUnsafeBytes(of: sin.sin_addr) { Array($0) }
+            let bytes = withUnsafeBytes(of: sin.sin_addr) { AddressBytes($0) }
             self.init(.v4(bytes), port: UInt16(bigEndian: sin.sin_port))
         case AF_INET6:
             let sin6 = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
-            let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
+            let bytes = withUnsafeBytes(of: sin6.sin6_addr) { AddressBytes($0) }
             // IPv4-mapped peers of dual-stack sockets are IPv4 (one form for logs and rules).
             self.init(IPAddress.v6(bytes).normalized, port: UInt16(bigEndian: sin6.sin6_port))
         default:

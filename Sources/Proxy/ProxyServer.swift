@@ -259,7 +259,7 @@ extension IPAddress {
     var unspecifiedOfFamily: IPAddress {
         switch self {
         case .v4: return .v4([0, 0, 0, 0])
-        case .v6: return .v6([UInt8](repeating: 0, count: 16))
+        case .v6: return .v6(AddressBytes(zeros: 16))
         }
     }
 }

@@ -27,7 +27,8 @@ public enum ProxyProtocolV2 {
         var out = signature + [0x21]  // version 2, PROXY
         if bothV4 {
             out += [0x11, 0x00, 12]  // TCP over IPv4, 12 address bytes
-            out += source.address.bytes + destination.address.bytes
+            out += source.address.bytes
+            out += destination.address.bytes
         } else {
             out += [0x21, 0x00, 36]  // TCP over IPv6, 36 address bytes
             out += source.address.wire16 + destination.address.wire16
@@ -51,8 +52,8 @@ public enum ProxyProtocolV2 {
         switch bytes[13] {
         case 0x11:
             guard body.count >= 12 else { throw .badLength }
-            return (Header(source: SocketAddress(.v4(Array(body[0..<4])), port: port(8)),
-                           destination: SocketAddress(.v4(Array(body[4..<8])), port: port(10))), 16 + length)
+            return (Header(source: SocketAddress(.v4(AddressBytes(body[0..<4])), port: port(8)),
+                           destination: SocketAddress(.v4(AddressBytes(body[4..<8])), port: port(10))), 16 + length)
         case 0x21:
             guard body.count >= 36 else { throw .badLength }
             return (Header(source: SocketAddress(IPAddress(wire16: body[0..<16]), port: port(32)),

@@ -165,7 +165,7 @@ public enum SOCKS5 {
         let destination: Destination
         switch bytes[3] {
         case 1:
-            destination = .address(SocketAddress(.v4(Array(bytes[4..<8])), port: port))
+            destination = .address(SocketAddress(.v4(AddressBytes(bytes[4..<8])), port: port))
         case 4:
             destination = .address(SocketAddress(IPAddress(wire16: bytes[4..<20]), port: port))
         default:

@@ -37,7 +37,7 @@ struct ConvertCodecTests {
             #expect(decoded.message == message)
         }
         #expect(Destination.address(v6).description == "[2001:db8::1]:443")
-        let mapped = try ConvertMessage.decode(try ConvertMessage([.connect(SocketAddress(.v6(IPAddress.v4([1, 2, 3, 4]).wire16), port: 80), tcpOptions: [])]).encoded())
+        let mapped = try ConvertMessage.decode(try ConvertMessage([.connect(SocketAddress(.v6(AddressBytes(IPAddress.v4([1, 2, 3, 4]).wire16)), port: 80), tcpOptions: [])]).encoded())
         #expect(mapped.message.connect?.0.description == "1.2.3.4:80")
     }
 

@@ -1,3 +1,4 @@
+import Glibc
 import NetworkTypes
 import Testing
 
@@ -36,5 +37,42 @@ struct IPNetworkTests {
 
     private static func v4(_ value: UInt32) -> IPAddress {
         .v4([UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)])
+    }
+}
+
+/// The inline address bytes behind `IPAddress`.
+@Suite("Address bytes")
+struct AddressBytesTests {
+    @Test("one address made four ways is equal and hashes equal; bytes read back as written")
+    func madeFourWays() throws {
+        let parsed = try #require(IPAddress(parsing: "2001:db8::a:b"))
+        let fromWire = IPAddress(wire16: Array(parsed.wire16)[...])
+        var storage = sockaddr_storage()
+        let viaSockaddr = SocketAddress(parsed, port: 9).withSockAddr { address, length in
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: Int(length))) }
+            return SocketAddress(storage: storage)?.address
+        }
+        let literal = IPAddress.v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0, 0x0b])
+        for other in [fromWire, viaSockaddr, literal] {
+            #expect(other == parsed)
+            #expect(other?.hashValue == parsed.hashValue)
+        }
+        #expect(Array(parsed.bytes) == [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0, 0x0b])
+        let v4 = try #require(IPAddress(parsing: "192.0.2.200"))
+        #expect(Array(v4.bytes) == [192, 0, 2, 200] && v4.bytes.count == 4)
+        #expect(IPAddress(wire16: Array(v4.wire16)[...]) == v4, "IPv4-mapped comes back as IPv4")
+        #expect(v4 != IPAddress.v6(AddressBytes([192, 0, 2, 200] + [UInt8](repeating: 0, count: 12))))
+    }
+
+    @Test("writing a byte changes that byte only; at most 16 bytes are taken")
+    func mutationAndCapacity() {
+        var bytes = AddressBytes(zeros: 16)
+        for index in 0..<16 { bytes[index] = UInt8(index * 17) }
+        #expect(Array(bytes) == (0..<16).map { UInt8($0 * 17) })
+        bytes[7] = 0xff
+        bytes[8] = 0
+        #expect(bytes[6] == 102 && bytes[7] == 0xff && bytes[8] == 0 && bytes[9] == 153)
+        #expect(AddressBytes([UInt8](repeating: 1, count: 40)).count == 16)
+        #expect(AddressBytes([1, 2, 3, 4]) == [1, 2, 3, 4])
     }
 }

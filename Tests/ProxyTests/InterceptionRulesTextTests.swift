@@ -7,7 +7,7 @@ import Testing
 @Suite("Interception rules text")
 struct InterceptionRulesTextTests {
     let server = SocketAddress(.v4([203, 0, 113, 7]), port: 4443)
-    let server6 = SocketAddress(.v6([0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [9]), port: 4443)
+    let server6 = SocketAddress(.v6(AddressBytes([0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [9])), port: 4443)
 
     @Test("REDIRECT: one table, replaced atomically; servers, own addresses and private ranges bypassed; no routing")
     func redirect() throws {

@@ -93,7 +93,7 @@ public struct AccessPolicy: Sendable {
         let normalized = address.normalized
         var forms = [normalized]
         if Self.nat64.contains(normalized) {
-            forms.append(.v4(Array(normalized.bytes[12..<16])))
+            forms.append(.v4(AddressBytes(normalized.bytes[12..<16])))
         }
         for rule in rules where forms.contains(where: { rule.matches($0, port: port, keyID: keyID) }) {
             return AccessVerdict(allowed: rule.action == .allow, rule: rule.name, proxyProtocol: rule.proxyProtocol)

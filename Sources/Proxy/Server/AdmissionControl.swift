@@ -74,8 +74,9 @@ public final class AdmissionControl: Sendable {
     /// IPv6 sources are counted per /64: one subscriber, one share.
     static func sourceKey(_ address: IPAddress) -> IPAddress {
         let normalized = address.normalized
-        guard case .v6(let bytes) = normalized else { return normalized }
-        return .v6(Array(bytes[0..<8]) + [UInt8](repeating: 0, count: 8))
+        guard case .v6(var bytes) = normalized else { return normalized }
+        for index in 8..<bytes.count { bytes[index] = 0 }
+        return .v6(bytes)
     }
 
     /// What an admitted connection holds: its count overall until it ends, and its source's
