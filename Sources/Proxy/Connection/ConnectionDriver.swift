@@ -20,7 +20,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private var outbound: OwnedSocket?
     private var handshake: Handshake?
     private var relay: SpliceRelay?
-    private var record: ConnectionRecord
+    /// What the `ConnectionRecord` will say, as far as it is known before the end.
+    private var facts: ConnectionFacts
     private let startedAt: UInt64
     private var lastActivity: UInt64 = 0
     private var relayScheduled = false
@@ -41,10 +42,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// keeps the same rule from then on).
     private var inboundMayRead = true
     private var outboundMayRead = true
-    private var drainingReason: CloseReason?
     private(set) var isClosed = false
     /// Held until the connection ends (its count against the limits, a pool member's count).
-    private var leases: [ConnectionLease]
+    private var leases: HeldLeases
     /// Every deadline of the connection, served by its one timer (see ConnectionDeadlines).
     private var deadlines = ConnectionDeadlines()
     /// Made at the first deadline (the handshake's, at launch).
@@ -69,6 +69,10 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var leases: [ConnectionLease]
         /// A limit refused the connection at accept: the frontend's first step answers it.
         var refusal: ConvertProtocolError?
+        /// Set when the connection ends after an error reply: it discards what the client still
+        /// sends until its EOF (`discardUntilEOF`), then ends for this reason. Only a frontend
+        /// asks for that, so only while handshaking.
+        var drainingReason: CloseReason?
 
         init(frontend: F, upstream: U, leases: [ConnectionLease], refusal: ConvertProtocolError?) {
             self.frontend = frontend
@@ -87,9 +91,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         self.context = context
         self.inbound = OwnedSocket(socket)
         self.startedAt = context.loop.now
-        self.record = ConnectionRecord(role: context.role, peer: peer)
+        self.facts = ConnectionFacts(peer: peer)
         self.handshake = Handshake(frontend: frontend, upstream: upstream, leases: handshakeLeases, refusal: refusal)
-        self.leases = leases
+        self.leases = HeldLeases(leases)
     }
 
     /// Registers the accepted socket, arms the handshake deadline and starts the frontend; a
@@ -142,8 +146,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         case .send(let bytes):
             return queueSend(bytes, on: .inbound, notify: .frontend, h)
         case .connect(let request):
-            record.target = request.destination
-            record.keyID = request.keyID
+            facts.target = request.destination
+            facts.keyID = request.keyID
             return .upstream(h.upstream.start(request, wallMilliseconds: unixMilliseconds()))
         case .relay:
             startRelay()
@@ -543,7 +547,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func timerFired() {
         while !isClosed, let due = deadlines.takeDue(now: loop.now) {
             switch due {
-            case .drain: finish(drainingReason ?? .idleTimeout, .reset)
+            case .drain: finish(handshake?.drainingReason ?? .internalError("drain without a reason"), .reset)
             case .handshake: handshakeDeadlinePassed()
             case .dialTimeout: dialTimedOut()
             case .dialAttempt: dialDelayElapsed()
@@ -565,7 +569,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     // MARK: events
 
     func handleEvents(_ events: UInt32, fd: Int32) {
-        if drainingReason != nil {
+        if handshake?.drainingReason != nil {
             if fd == inbound.fd { discardUntilEOF() }
             return
         }
@@ -610,8 +614,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             return
         }
         deadlines.clear(.handshake)
-        leases += h.upstream.leases
-        record.bytesUp += UInt64(h.upstream.earlyBytesCarried)
+        leases.append(contentsOf: h.upstream.leases)
+        facts.earlyBytesUp = UInt64(h.upstream.earlyBytesCarried)
         handshake = nil  // and with it the handshake's leases (the source's handshake count)
         if legIsMPTCP == nil {
             let leg = context.mptcpLeg == .inbound ? inbound : outbound
@@ -634,8 +638,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var live: ProxyMetrics.LiveConnection?
         if context.metrics.isExporting, let leg = socket(context.mptcpLeg)?.socket,
            let local = leg.localAddress(), let remote = leg.peerAddress() {
-            live = ProxyMetrics.LiveConnection(peer: record.peer.map { "\($0)" } ?? "?", destination: record.destination,
-                                               keyID: record.keyID, mptcpLocal: "\(local)", mptcpRemote: "\(remote)")
+            live = ProxyMetrics.LiveConnection(peer: facts.peer.map { "\($0)" } ?? "?", destination: facts.destination,
+                                               keyID: facts.keyID, mptcpLocal: "\(local)", mptcpRemote: "\(remote)")
         }
         context.metrics.relayStarted(ObjectIdentifier(self), live)
         pumpRelay()
@@ -675,7 +679,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             case .starved:
                 // No pipe could be had: the bytes wait in the socket (holding back the sender);
                 // try again after a pause that grows to half a second, never give up.
-                if starvedRetry == 0 { context.logger.warning("connection \(record.peer.map { "\($0)" } ?? "?") -> \(record.destination): no pipe available, relaying waits") }
+                if starvedRetry == 0 { context.logger.warning("connection \(facts.peer.map { "\($0)" } ?? "?") -> \(facts.destination): no pipe available, relaying waits") }
                 starvedRetry = min(max(starvedRetry * 2, 5), 500)
                 setDeadline(.starvedRetry, after: starvedRetry)
             }
@@ -700,9 +704,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     private func sampleTransport() {
         guard let leg = socket(context.mptcpLeg), leg.isOpen else { return }
         let now = leg.socket.transportKind(isMPTCP: legIsMPTCP)
-        if case .mptcp(let seen) = record.transport, now.subflows <= seen { return }
-        if record.transport == .fallback && now == .tcp { return }
-        record.transport = now
+        if case .mptcp(let seen) = facts.transport, now.subflows <= seen { return }
+        if facts.transport == .fallback && now == .tcp { return }
+        facts.transport = now
     }
 
     func finish(_ reason: CloseReason, reset: Bool) {
@@ -714,9 +718,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// waits for the peer's EOF (at most a second).
     private func finish(_ reason: CloseReason, _ style: CloseStyle) {
         guard !isClosed else { return }
-        if style == .drainInbound, drainingReason == nil {
-            drainingReason = reason
-            if let h = handshake, h.dial != nil { endDial(h, winner: nil) }
+        if style == .drainInbound, let h = handshake, h.drainingReason == nil {
+            h.drainingReason = reason
+            if h.dial != nil { endDial(h, winner: nil) }
             deadlines.clear(.handshake)
             inbound.socket.shutdownWrite()
             if let outbound {
@@ -737,25 +741,29 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         timer?.invalidate()  // and with it the timer's unowned reference to this driver
         handshake = nil
         let relayed = relay != nil
+        // Sampled already at the first EOF, while the connection was whole: once is enough.
+        if !sampledAtFirstEOF { sampleTransport() }
+        var record = ConnectionRecord(role: context.role, peer: facts.peer)
+        record.target = facts.target
+        record.keyID = facts.keyID
+        record.transport = facts.transport
         record.reason = reason
         record.durationMilliseconds = loop.now - startedAt
+        record.bytesUp = facts.earlyBytesUp
         if let relay {
             record.bytesUp += relay.upstream.bytesDelivered
             record.bytesDown += relay.downstream.bytesDelivered
         }
-        // Sampled already at the first EOF, while the connection was whole: once is enough.
-        if !sampledAtFirstEOF { sampleTransport() }
         relay?.release(pipes: loop.pipes)
         relay = nil
-        for socket in [inbound, outbound].compactMap({ $0 }) where socket.isOpen {
-            // close(2) removes the descriptor from epoll itself (it is never duplicated), so
-            // only the loop's table is told, not the kernel: one system call less.
-            loop.forget(socket.fd)
-            socket.close(reset: style == .reset)
+        // close(2) removes the descriptor from epoll itself (it is never duplicated), so only
+        // the loop's table is told, not the kernel: one system call less.
+        for socket in [inbound, outbound] where socket?.isOpen == true {
+            loop.forget(socket!.fd)
+            socket!.close(reset: style == .reset)
         }
         outbound = nil
         context.table.remove(self)
-        let record = self.record
         leases.removeAll()
         if reason == .infoAnswered {
             // A client's health check, every second or so per gateway: not a connection
@@ -789,7 +797,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
 
     /// After an error reply: discard what the client still sends until its EOF.
     private func discardUntilEOF() {
-        guard let reason = drainingReason else { return }
+        guard let reason = handshake?.drainingReason else { return }
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !isClosed {
             let result = try? inbound.socket.read(into: &buffer)
@@ -868,4 +876,20 @@ private struct Attempt {
     var socket: OwnedSocket
     var connected: Bool
     var isMPTCP: Bool
+}
+
+/// What a connection's record will say, as far as the driver knows it before the end: its
+/// reason, duration and byte counts are known only then, so the `ConnectionRecord` is made in
+/// `finish` (holding one from the start was 48 bytes more of every idle connection, B5).
+private struct ConnectionFacts {
+    var peer: SocketAddress?
+    var target: Destination?
+    var keyID: String?
+    /// LAN bytes the upstream carried during the handshake (the relay counts the rest).
+    var earlyBytesUp: UInt64 = 0
+    var transport: TransportKind = .tcp
+
+    init(peer: SocketAddress?) { self.peer = peer }
+
+    var destination: String { target?.description ?? "?" }
 }

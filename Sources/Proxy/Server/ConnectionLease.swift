@@ -34,3 +34,36 @@ public final class ConnectionLease: @unchecked Sendable {  // immutable; release
         }
     }
 }
+
+/// The leases one connection holds, the first two inline: a server connection holds two for
+/// its whole life (its slot and its key's), and an array of them was 48 bytes of every idle
+/// connection (B5). Dropping the holder, or `removeAll`, releases them.
+struct HeldLeases {
+    private var first: ConnectionLease?
+    private var second: ConnectionLease?
+    private var more: [ConnectionLease] = []
+
+    init(_ leases: [ConnectionLease] = []) {
+        append(contentsOf: leases)
+    }
+
+    mutating func append(_ lease: ConnectionLease) {
+        if first == nil {
+            first = lease
+        } else if second == nil {
+            second = lease
+        } else {
+            more.append(lease)
+        }
+    }
+
+    mutating func append(contentsOf leases: [ConnectionLease]) {
+        for lease in leases { append(lease) }
+    }
+
+    mutating func removeAll() {
+        first = nil
+        second = nil
+        more = []
+    }
+}
