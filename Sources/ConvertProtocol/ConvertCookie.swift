@@ -42,13 +42,19 @@ public struct ConvertCookie: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(2 + keyID.utf8.count + 8 + nonce.count + mac.count)
-        out.append(Self.format)
+        Self.append(keyID: keyID, timestamp: timestamp, nonce: nonce, mac: mac, to: &out)
+        return out
+    }
+
+    /// The cookie's layout (see the type), appended to `out`: `encoded` and the signed request,
+    /// which writes it straight into the message.
+    static func append(keyID: String, timestamp: UInt64, nonce: [UInt8], mac: some Collection<UInt8>, to out: inout [UInt8]) {
+        out.append(format)
         out.append(UInt8(keyID.utf8.count))
         out.append(contentsOf: keyID.utf8)
         for byte in 0..<8 { out.append(UInt8(truncatingIfNeeded: timestamp >> UInt64(56 - 8 * byte))) }
         out.append(contentsOf: nonce)
         out.append(contentsOf: mac)
-        return out
     }
 
     /// Reads a cookie. Its content is opaque to RFC 8803, so a cookie that does not have our
@@ -129,27 +135,15 @@ extension ConvertMessage {
         out.reserveCapacity(256 + earlyData.count)
         appendHeader(to: &out)
         for tlv in tlvs { try append(tlv, to: &out) }
-        // The Cookie TLV: type, length, two reserved bytes, then the cookie (ConvertCookie's layout).
+        // The Cookie TLV: type, length, two reserved bytes, then the cookie with a zero MAC.
         let cookieStart = out.count
         out.append(ConvertTLVType.cookie.rawValue)
         out.append(0)
         out.append(0)
         out.append(0)
-        out.append(ConvertCookie.format)
-        out.append(UInt8(keyID.count))
-        out.append(contentsOf: keyID)
-        for byte in 0..<8 { out.append(UInt8(truncatingIfNeeded: timestamp >> UInt64(56 - 8 * byte))) }
-        if let nonce {
-            out.append(contentsOf: nonce)
-        } else {
-            var generator = SystemRandomNumberGenerator()
-            for _ in 0..<(ConvertCookie.nonceLength / 8) {
-                let word = generator.next()
-                for byte in 0..<8 { out.append(UInt8(truncatingIfNeeded: word >> UInt64(56 - 8 * byte))) }
-            }
-        }
-        let macStart = out.count
-        for _ in 0..<ConvertCookie.macLength { out.append(0) }
+        ConvertCookie.append(keyID: key.id, timestamp: timestamp, nonce: nonce ?? ConvertCookie.freshNonce(),
+                             mac: repeatElement(0, count: ConvertCookie.macLength), to: &out)
+        let macStart = out.count - ConvertCookie.macLength
         try finishTLV(&out, startingAt: cookieStart, type: .cookie)
         try finishMessage(&out, startingAt: 0)
         out.withUnsafeMutableBytes { bytes in

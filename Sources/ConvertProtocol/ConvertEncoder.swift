@@ -43,7 +43,7 @@ extension ConvertMessage {
             out.append(0)
         case .connect(let destination, let options):
             append(port: destination.port, to: &out)
-            append(address: destination.address, to: &out)
+            destination.address.appendWire16(to: &out)
             out.append(contentsOf: options)
         case .extendedTCPHeader(let options):
             out.append(0)  // reserved (two bytes)
@@ -69,7 +69,7 @@ extension ConvertMessage {
             out.append(contentsOf: name.utf8)
         case .originalSource(let address):
             append(port: address.port, to: &out)
-            append(address: address.address, to: &out)
+            address.address.appendWire16(to: &out)
         }
         try finishTLV(&out, startingAt: start, type: tlv.type)
     }
@@ -82,19 +82,6 @@ extension ConvertMessage {
             throw ConvertProtocolError(.resourceExceeded, "\(type) TLV needs \(words) words, the maximum is 255")
         }
         out[start + 1] = UInt8(words)
-    }
-
-    /// The 16-byte wire form (IPv4 as ::ffff:a.b.c.d), written in place (`wire16` makes an array).
-    private static func append(address: IPAddress, to out: inout [UInt8]) {
-        switch address {
-        case .v4(let bytes):
-            for _ in 0..<10 { out.append(0) }
-            out.append(0xff)
-            out.append(0xff)
-            out.append(contentsOf: bytes)
-        case .v6(let bytes):
-            out.append(contentsOf: bytes)
-        }
     }
 
     private static func append(port: UInt16, to out: inout [UInt8]) {

@@ -67,9 +67,22 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// 16 bytes for the wire: IPv6 as is, IPv4 as ::ffff:a.b.c.d.
     public var wire16: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        appendWire16(to: &out)
+        return out
+    }
+
+    /// `wire16` appended to `out` in place (the encoder's path: no array of its own).
+    public func appendWire16(to out: inout [UInt8]) {
         switch self {
-        case .v4(let b): return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + b
-        case .v6(let b): return Array(b)
+        case .v4(let b):
+            for _ in 0..<10 { out.append(0) }
+            out.append(0xff)
+            out.append(0xff)
+            out.append(contentsOf: b)
+        case .v6(let b):
+            out.append(contentsOf: b)
         }
     }
 

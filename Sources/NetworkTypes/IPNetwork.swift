@@ -35,20 +35,10 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         self = network
     }
 
-    /// Compares the prefix's bits in place: masking a copy of the candidate cost an array per
-    /// rule checked, on every connection the server admits.
+    /// Masking a copy of the candidate allocates nothing: its bytes are inline (AddressBytes).
     public func contains(_ candidate: IPAddress) -> Bool {
         guard candidate.family == address.family else { return false }
-        let mine = address.bytes
-        let theirs = candidate.bytes
-        guard mine.count == theirs.count else { return false }
-        for index in mine.indices {
-            let keep = min(max(prefixLength - index * 8, 0), 8)
-            if keep == 0 { return true }
-            let mask: UInt8 = keep == 8 ? 0xff : ~(0xff >> UInt8(keep))
-            if theirs[index] & mask != mine[index] { return false }
-        }
-        return true
+        return IPNetwork.masked(candidate, prefixLength) == address
     }
 
     public var description: String { "\(address)/\(prefixLength)" }

@@ -43,14 +43,13 @@ struct ConnectionDeadlines: Equatable {
             }
         }
         set {
-            let value = newValue
             switch kind {
-            case .drain: drain = value
-            case .handshake: handshake = value
-            case .dialTimeout: dialTimeout = value
-            case .dialAttempt: dialAttempt = value
-            case .starvedRetry: starvedRetry = value
-            case .idle: idle = value
+            case .drain: drain = newValue
+            case .handshake: handshake = newValue
+            case .dialTimeout: dialTimeout = newValue
+            case .dialAttempt: dialAttempt = newValue
+            case .starvedRetry: starvedRetry = newValue
+            case .idle: idle = newValue
             }
         }
     }

@@ -758,9 +758,9 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         relay = nil
         // close(2) removes the descriptor from epoll itself (it is never duplicated), so only
         // the loop's table is told, not the kernel: one system call less.
-        for socket in [inbound, outbound] where socket?.isOpen == true {
-            loop.forget(socket!.fd)
-            socket!.close(reset: style == .reset)
+        for case let socket? in [inbound, outbound] where socket.isOpen {
+            loop.forget(socket.fd)
+            socket.close(reset: style == .reset)
         }
         outbound = nil
         context.table.remove(self)
