@@ -201,8 +201,15 @@ public struct ListenerOptions: Sendable {
     /// IP_TRANSPARENT / IPV6_TRANSPARENT: accept connections TPROXY steers here for addresses
     /// that are not ours (the accepted socket's local address is then the original destination).
     public var transparent: Bool
+    /// SO_RCVBUF for the accepted connections (they inherit it, locked, from the listener);
+    /// 0 leaves the kernel's autotuning alone. On an MPTCP listener it bounds the data-level
+    /// window the peer may fill, and with it the bytes queued ahead of a reinjection when a
+    /// path dies (docs/decisions/0015).
+    public var receiveBuffer: Int32
 
-    public init(mptcp: Bool, reusePort: Bool = true, fastOpenQueue: Int32 = 0, backlog: Int32 = 4096, transparent: Bool = false) {
+    public init(mptcp: Bool, reusePort: Bool = true, fastOpenQueue: Int32 = 0, backlog: Int32 = 4096, transparent: Bool = false,
+                receiveBuffer: Int32 = 0) {
+        self.receiveBuffer = receiveBuffer
         self.mptcp = mptcp
         self.reusePort = reusePort
         self.fastOpenQueue = fastOpenQueue
@@ -224,6 +231,9 @@ extension Socket {
             if options.fastOpenQueue > 0 {
                 // Best effort: a kernel without TFO on this socket type still serves normally.
                 try? socket.setOption(level: Int32(IPPROTO_TCP), name: MPX_TCP_FASTOPEN, options.fastOpenQueue, "TCP_FASTOPEN")
+            }
+            if options.receiveBuffer > 0 {
+                try socket.setOption(level: SOL_SOCKET, name: SO_RCVBUF, options.receiveBuffer, "SO_RCVBUF")
             }
             if options.transparent {
                 if address.family == AF_INET6 {

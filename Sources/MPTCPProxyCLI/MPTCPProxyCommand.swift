@@ -45,6 +45,9 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Write the process id here (for `mptcp-proxy reload` and service managers).")
     var pidFile: String?
 
+    @Option(help: "SO_RCVBUF of the MPTCP leg in bytes, 0 for the kernel's autotuning (client default 4194304, server 0). Smaller bounds the data a dying path strands: see docs/decisions/0015.")
+    var mptcpReceiveBuffer: Int?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
@@ -55,6 +58,9 @@ struct RuntimeOptions: ParsableArguments {
         try check(connectTimeoutMs, "--connect-timeout-ms", ConnectionTimeouts.connectRange)
         try check(idleTimeoutMs, "--idle-timeout-ms", ConnectionTimeouts.idleRange)
         if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
+        if let mptcpReceiveBuffer, !MPTCPReceiveBuffer.isValid(mptcpReceiveBuffer) {
+            throw ValidationError("--mptcp-receive-buffer \(mptcpReceiveBuffer) is neither 0 nor within \(MPTCPReceiveBuffer.range.lowerBound)...\(MPTCPReceiveBuffer.range.upperBound)")
+        }
     }
 
     private func check(_ value: UInt64?, _ option: String, _ range: ClosedRange<UInt64>) throws {
@@ -250,6 +256,7 @@ struct ClientCommand: ParsableCommand {
         }
         if noMptcp { configuration.upstream.mptcp = false }
         if noFastOpen { configuration.upstream.fastOpen = false }
+        if let buffer = runtime.mptcpReceiveBuffer { configuration.upstream.receiveBuffer = Int32(buffer) }
         runtime.apply(timeouts: &configuration.timeouts, loops: &configuration.loops)
         configuration.namespace = runtime.netns.map(NetworkNamespace.init)
         if interception.printRules {
@@ -341,6 +348,7 @@ struct ServerCommand: ParsableCommand {
         }
         if let keys { configuration.keys = try loadKeys(keys, single: false, logger: logger) }
         if allowUnauthenticated { configuration.allowUnauthenticated = true }
+        if let buffer = runtime.mptcpReceiveBuffer { configuration.mptcpReceiveBuffer = Int32(buffer) }
         if !allow.isEmpty {
             configuration.rules = try allow.map { AccessRule(action: .allow, networks: [try IPNetwork(parsing: $0)], name: "--allow \($0)") }
                 + configuration.rules

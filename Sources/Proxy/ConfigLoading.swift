@@ -4,7 +4,17 @@ import DataPlane
 /// Reading client and server configuration files (format: ConfigFile; reference:
 /// docs/configuration.md). Relative paths inside a file are relative to that file.
 enum TimeoutKeys {
-    static let all: Set<String> = ["handshake-timeout-ms", "connect-timeout-ms", "idle-timeout-ms", "loops", "metrics"]
+    static let all: Set<String> = ["handshake-timeout-ms", "connect-timeout-ms", "idle-timeout-ms", "loops", "metrics",
+                                   "mptcp-receive-buffer"]
+
+    /// `mptcp-receive-buffer` (bytes; 0 for the kernel's autotuning), both roles.
+    static func receiveBuffer(_ reader: ConfigReader) throws(ConfigError) -> Int32? {
+        guard let value = try reader.integer("mptcp-receive-buffer", in: 0...MPTCPReceiveBuffer.range.upperBound) else { return nil }
+        guard MPTCPReceiveBuffer.isValid(value) else {
+            throw reader.error("mptcp-receive-buffer", "must be 0 (the kernel's autotuning) or 65536...\(MPTCPReceiveBuffer.range.upperBound)")
+        }
+        return Int32(value)
+    }
 
     static func apply(_ reader: ConfigReader, timeouts: inout ConnectionTimeouts, loops: inout Int) throws(ConfigError) {
         if let value = try reader.integer("handshake-timeout-ms", in: range(ConnectionTimeouts.handshakeRange)) { timeouts.handshake = UInt64(value) }
@@ -66,6 +76,7 @@ extension ClientConfiguration {
         var upstream = UpstreamEndpoint(servers: servers, key: key)
         upstream.mptcp = try root.boolean("mptcp") ?? true
         upstream.fastOpen = try root.boolean("fast-open") ?? true
+        if let buffer = try TimeoutKeys.receiveBuffer(root) { upstream.receiveBuffer = buffer }
         var configuration = ClientConfiguration(forwards: forwards, upstream: upstream)
         configuration.socks5 = socks5
         configuration.httpConnect = httpConnect
@@ -126,6 +137,7 @@ extension ServerConfiguration {
         if let skew = try root.integer("max-future-skew-s", in: 0...300) { configuration.maximumFutureSkew = UInt64(skew) }
         if let entries = try root.integer("replay-cache-entries", in: 1024...(1 << 24)) { configuration.replayCacheEntries = entries }
         if let queue = try root.integer("fast-open-queue", in: 0...65535) { configuration.fastOpenQueue = Int32(queue) }
+        if let buffer = try TimeoutKeys.receiveBuffer(root) { configuration.mptcpReceiveBuffer = buffer }
         if let value = try root.integer("max-connections", in: 1...1_000_000) { configuration.limits.maxConnections = value }
         if let value = try root.integer("max-connections-per-key", in: 1...1_000_000) { configuration.limits.maxConnectionsPerKey = value }
         if let value = try root.integer("max-handshakes-per-source", in: 1...65535) { configuration.limits.maxHandshakesPerSource = value }

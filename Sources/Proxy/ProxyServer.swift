@@ -40,6 +40,9 @@ public struct ServerConfiguration: Sendable {
     /// first bytes after it arrive on a joining subflow (docs/decisions/0009). Clients still
     /// send the request with their SYN; the kernel resends it after the handshake.
     public var fastOpenQueue: Int32 = 0
+    /// SO_RCVBUF of the listeners, inherited by every accepted connection (MPTCPReceiveBuffer);
+    /// 0, the default, leaves it to the kernel's autotuning.
+    public var mptcpReceiveBuffer: Int32 = 0
     /// Seconds a cookie timestamp may lag behind our clock, and lead it.
     public var maximumClockSkew: UInt64 = 60
     public var maximumFutureSkew: UInt64 = 5
@@ -108,7 +111,8 @@ public final class ProxyServer: @unchecked Sendable {
 
     private static func specs(_ configuration: ServerConfiguration, acceptor: WeakServer) -> [ListenerSpec] {
         configuration.listeners.map {
-            ListenerSpec(address: $0.address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue)) { context, socket, peer in
+            ListenerSpec(address: $0.address, options: ListenerOptions(mptcp: true, fastOpenQueue: configuration.fastOpenQueue,
+                                                                 receiveBuffer: configuration.mptcpReceiveBuffer)) { context, socket, peer in
                 acceptor.server?.accept(context, socket, peer: peer)
             }
         }
@@ -221,6 +225,7 @@ public final class ProxyServer: @unchecked Sendable {
             if old.loops != new.loops { ignored.append("loops") }
             if old.timeouts != new.timeouts { ignored.append("timeouts") }
             if old.fastOpenQueue != new.fastOpenQueue { ignored.append("fast-open-queue") }
+            if old.mptcpReceiveBuffer != new.mptcpReceiveBuffer { ignored.append("mptcp-receive-buffer") }
             if old.metrics != new.metrics { ignored.append("metrics") }
             if !ignored.isEmpty { logger.warning("reload: \(ignored.joined(separator: ", ")) take effect at the next restart") }
             logger.notice("reloaded: \(new.keys.count) key(s), \(new.rules.count) rule(s), \(new.pools.count) pool(s), listening on \(new.listen.map(\.description).joined(separator: ", "))")

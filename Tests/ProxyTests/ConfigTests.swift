@@ -123,6 +123,24 @@ struct ConfigTests {
         #expect(open.allowUnauthenticated)
     }
 
+    @Test("mptcp-receive-buffer: both roles, 0 or 64 KiB...64 MiB, defaults 4 MiB (client) and autotuning (server)")
+    func mptcpReceiveBuffer() throws {
+        let keys = temporaryFile("buffer.keys", "gw1 \(goodKey)\n")
+        let server = try ServerConfiguration.load(path: temporaryFile("buffer-server.toml", "listen = \"0.0.0.0:4443\"\nkeys = \"\(keys)\"\nmptcp-receive-buffer = 1_048_576\n"))
+        #expect(server.mptcpReceiveBuffer == 1 << 20)
+        #expect(ServerConfiguration(listen: [], keys: []).mptcpReceiveBuffer == 0)
+        let key = temporaryFile("buffer-client.key", "gw1 \(goodKey)\n")
+        let clientText = "server = \"10.9.9.9:4443\"\nkey-file = \"\(key)\"\n[[forward]]\nlisten = \"127.0.0.1:8080\"\nto = \"10.0.0.2:80\"\n"
+        let plain = try ClientConfiguration.load(path: temporaryFile("buffer-client.toml", clientText))
+        #expect(plain.upstream.receiveBuffer == MPTCPReceiveBuffer.clientDefault)
+        let autotuned = try ClientConfiguration.load(path: temporaryFile("buffer-client0.toml", "mptcp-receive-buffer = 0\n" + clientText))
+        #expect(autotuned.upstream.receiveBuffer == 0)
+        for bad in ["1000", "67108865", "-1"] {
+            let path = temporaryFile("buffer-bad.toml", "mptcp-receive-buffer = \(bad)\n" + clientText)
+            #expect { try ClientConfiguration.load(path: path) } throws: { "\($0)".contains("mptcp-receive-buffer") }
+        }
+    }
+
     @Test("server configuration: rules, limits, pools, listeners and key pools, CRLF line ends")
     func serverPolicyConfig() throws {
         let keys = temporaryFile("policy.keys", "gw-1 \(goodKey)\r\ngw-2 \(goodKey)\r\n")

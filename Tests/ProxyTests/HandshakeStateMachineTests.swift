@@ -150,7 +150,7 @@ struct HandshakeStateMachineTests {
             Issue.record("expected a dial")
             return
         }
-        #expect(plan.candidates == [server] && plan.mptcp && plan.fastOpen && plan.receiveBuffer == ConvertUpstream.mptcpReceiveBuffer)
+        #expect(plan.candidates == [server] && plan.mptcp && plan.fastOpen && plan.receiveBuffer == MPTCPReceiveBuffer.clientDefault)
         #expect(plan.initialData.suffix(5) == Array("GET /".utf8))
         // The request is a valid signed Convert message with the destination and the LAN host.
         let message = Array(plan.initialData.dropLast(5))

@@ -13,6 +13,8 @@ public struct UpstreamEndpoint: Sendable {
     public var fastOpen: Bool
     /// Carry the LAN host's address in the request (Original Source TLV) for PROXY v2 at the server.
     public var sendOriginalSource: Bool
+    /// SO_RCVBUF of each MPTCP connection to a server (MPTCPReceiveBuffer); 0: the kernel's.
+    public var receiveBuffer: Int32 = MPTCPReceiveBuffer.clientDefault
 
     public init(servers: [SocketAddress], key: ClientKey, mptcp: Bool = true, fastOpen: Bool = true, sendOriginalSource: Bool = true) {
         self.servers = servers
@@ -39,8 +41,6 @@ public struct ConvertUpstream: Upstream {
     public static let earlyDataLimit = 400
     /// The smallest valid reply: the fixed header and one TLV.
     static let smallestReply = ConvertWire.headerLength + 4
-    /// Receive buffer of the MPTCP leg (see ConnectionDriver.openAttempt).
-    public static let mptcpReceiveBuffer: Int32 = 4 << 20
 
     /// After the handshake, LAN bytes that arrived meanwhile go out behind the request before
     /// the reply is read (at most this many): the server relays them as soon as it has
@@ -117,7 +117,7 @@ public struct ConvertUpstream: Upstream {
         state = .connecting
         earlyBytesCarried = earlyData.count
         return .dial(DialPlan(candidates: planned, mptcp: endpoint.mptcp, fastOpen: endpoint.fastOpen,
-                              initialData: signed, receiveBuffer: endpoint.mptcp ? Self.mptcpReceiveBuffer : 0,
+                              initialData: signed, receiveBuffer: endpoint.mptcp ? endpoint.receiveBuffer : 0,
                               attemptDelay: servers.settings.attemptTimeout, timeout: connectTimeout, exclusive: true,
                               sources: servers.upstreamSources))
     }

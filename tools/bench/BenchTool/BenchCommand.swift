@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mptcp-bench",
         abstract: "Throughput source and sink for mptcp-proxy benchmarks.",
-        subcommands: [Sink.self, Load.self, Respond.self, SetupLoad.self, HashOrigin.self, Many.self, Churn.self, Hold.self, Open.self])
+        subcommands: [Sink.self, Load.self, Respond.self, SetupLoad.self, HashOrigin.self, Many.self, Churn.self, Hold.self, Open.self, Stream.self])
 }
 
 struct Sink: ParsableCommand {
@@ -35,6 +35,8 @@ struct Sink: ParsableCommand {
         var buffer = [UInt8](repeating: 0x5a, count: 1 << 20)
         if mode[0] == UInt8(ascii: "T") {
             serveTimedUpload(fd, &buffer)
+        } else if mode[0] == UInt8(ascii: "P") {
+            servePatternStream(fd)
         } else if mode[0] == UInt8(ascii: "U") {
             // Reply: bytes received, then the longest gap between reads in µs (8 bytes each).
             var total: UInt64 = 0
