@@ -92,8 +92,7 @@ struct Stream: ParsableCommand {
     }
 
     func summary(_ report: ArrivalReport, events: [UInt64]) -> String {
-        let binMicros = UInt64(ArrivalReport.binMicros)
-        let firstEvent = events.first.map { $0 > report.firstByte ? Int(($0 - report.firstByte) / binMicros) : 0 }
+        let firstEvent = events.first.map(report.bin)
         // Outage: 100 ms windows (ten bins) from the first event to the end whose rate is below
         // the threshold; partial windows at the end are left out.
         var outageMs = 0
@@ -110,16 +109,15 @@ struct Stream: ParsableCommand {
             afterBytes = report.bins[from...].reduce(0, +)
             afterBins = report.bins.count - from
         }
-        let elapsed = Double(report.bins.count) * Double(binMicros) / 1e6
         var fields: [String] = [
-            "\"mbps\":\(format(elapsed > 0 ? Double(report.bytes) * 8 / elapsed / 1e6 : 0))",
+            "\"mbps\":\(format(ArrivalReport.mbps(report.bytes, bins: report.bins.count)))",
             "\"bytes\":\(report.bytes)",
             "\"verified\":\(report.verified)",
             "\"lost\":\(report.lost != nil)",
             "\"gap_ms\":\(format(Double(report.gapMicros) / 1000))",
             "\"outage_ms\":\(outageMs)",
-            "\"after_mbps\":\(format(afterBins > 0 ? Double(afterBytes) * 8 / (Double(afterBins) * Double(binMicros) / 1e6) / 1e6 : 0))",
-            "\"events_ms\":[\(events.map { String($0 > report.firstByte ? ($0 - report.firstByte) / 1000 : 0) }.joined(separator: ","))]",
+            "\"after_mbps\":\(format(ArrivalReport.mbps(afterBytes, bins: afterBins)))",
+            "\"events_ms\":[\(events.map { String(report.offset($0) / 1000) }.joined(separator: ","))]",
         ]
         if let lost = report.lost { fields.append("\"error\":\"\(lost.replacingOccurrences(of: "\"", with: "'"))\"") }
         return "{" + fields.joined(separator: ",") + "}"
@@ -127,10 +125,10 @@ struct Stream: ParsableCommand {
 
     func printTimeline(_ report: ArrivalReport, events: [UInt64]) {
         guard let event = events.first, event > report.firstByte else { return }
-        let cut = Int((event - report.firstByte) / UInt64(ArrivalReport.binMicros))
+        let cut = report.bin(event)
         for bin in max(0, cut - 20)..<min(report.bins.count, cut + 150) {
-            let mbps = Double(report.bins[bin]) * 8 / (Double(ArrivalReport.binMicros) / 1e6) / 1e6
-            FileHandle.standardError.write("\((bin - cut) * 10) ms \(String(format: "%.1f", mbps))\n".data(using: .utf8)!)
+            let mbps = ArrivalReport.mbps(report.bins[bin], bins: 1)
+            FileHandle.standardError.write("\((bin - cut) * 10) ms \(format(mbps))\n".data(using: .utf8)!)
         }
     }
 
@@ -147,6 +145,17 @@ struct ArrivalReport: Codable {
     var firstByte: UInt64 = 0
     var gapMicros: UInt64 = 0
     var bins: [UInt64] = []
+
+    /// Microseconds from the first byte to `instant` (0 for an instant before it).
+    func offset(_ instant: UInt64) -> UInt64 { instant > firstByte ? instant - firstByte : 0 }
+
+    /// The bin `instant` falls in.
+    func bin(_ instant: UInt64) -> Int { Int(offset(instant) / UInt64(Self.binMicros)) }
+
+    /// The rate of `bytes` over `bins` bins.
+    static func mbps(_ bytes: UInt64, bins: Int) -> Double {
+        bins > 0 ? Double(bytes) * 8 / (Double(bins) * Double(binMicros) / 1e6) / 1e6 : 0
+    }
 
     static func lost(_ why: String) -> ArrivalReport {
         var report = ArrivalReport()
@@ -194,7 +203,7 @@ struct PatternReceiver {
                 report.verified = false
             }
             report.bytes += UInt64(n)
-            let bin = Int((now - report.firstByte) / UInt64(ArrivalReport.binMicros))
+            let bin = report.bin(now)
             if report.bins.count <= bin { report.bins += repeatElement(0, count: bin + 1 - report.bins.count) }
             report.bins[bin] += UInt64(n)
             if now - report.firstByte >= windowMicros { return report }
