@@ -62,7 +62,13 @@ public struct PatternStream {
 
 public struct TrafficError: Error, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The bytes arrived, but not the bytes sent (a digest differs): a data-integrity failure,
+    /// which a test reports with the kernel's state, unlike a timeout or a reset.
+    public var isCorruption: Bool
+    public init(_ description: String, isCorruption: Bool = false) {
+        self.description = description
+        self.isCorruption = isCorruption
+    }
 }
 
 /// Blocking socket helpers for test traffic, on threads inside testbed namespaces.
@@ -289,7 +295,7 @@ public final class HashServer: @unchecked Sendable {
         let uploadGap = Double(reply[32..<40].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) / 1000
         let uploadSeconds = Date().timeIntervalSince(started)
         guard echoed == Array(hasher.finalize()) else {
-            throw TrafficError("upload of \(upload) bytes arrived corrupted: SHA-256 differs at the origin")
+            throw TrafficError("upload of \(upload) bytes arrived corrupted: SHA-256 differs at the origin", isCorruption: true)
         }
         let downloadStarted = Date()
         var downloadHasher = SHA256()
@@ -313,7 +319,7 @@ public final class HashServer: @unchecked Sendable {
             throw TrafficError("download ended after \(received) of \(download) bytes")
         }
         guard Array(downloadHasher.finalize()) == PatternStream.digest(seed: seed &+ 1, count: download) else {
-            throw TrafficError("download of \(download) bytes arrived corrupted: SHA-256 differs")
+            throw TrafficError("download of \(download) bytes arrived corrupted: SHA-256 differs", isCorruption: true)
         }
         return TransferResult(uploaded: upload, downloaded: download, uploadSeconds: uploadSeconds,
                               downloadSeconds: Date().timeIntervalSince(downloadStarted), longestReadGapMilliseconds: longestGap,

@@ -141,8 +141,16 @@ final class ProxyChain {
     /// One checked transfer from the LAN host through the chain.
     func transfer(upload: Int, download: Int, seed: UInt64 = 1, timeoutSeconds: Int = 60) throws -> TransferResult {
         let address = forwardAddress
-        return try OSThread.run(in: testbed.namespace(.lan)) {
-            try HashServer.transfer(to: address, upload: upload, download: download, seed: seed, timeoutSeconds: timeoutSeconds)
+        do {
+            return try OSThread.run(in: testbed.namespace(.lan)) {
+                try HashServer.transfer(to: address, upload: upload, download: download, seed: seed, timeoutSeconds: timeoutSeconds)
+            }
+        } catch let error as TrafficError where error.isCorruption {
+            // Lost bytes are never retried away: the test fails, and the report carries what
+            // both kernels did meanwhile (their MPTCP counters, sockets and endpoints).
+            print("corrupted transfer (seed \(seed)): \(error)")
+            printKernelState()
+            throw error
         }
     }
 
@@ -160,6 +168,8 @@ final class ProxyChain {
     /// What the kernel holds on gw and vps, printed when a test fails.
     func printKernelState() {
         for host in [Testbed.Host.gw, .vps] {
+            let netstat = (try? testbed.exec(host, ["cat", "/proc/net/netstat"])) ?? ""
+            print("== \(host) MPTCP counters: " + NetstatCounters.nonZeroSummary(netstat))
             for command in [["ip", "mptcp", "endpoint", "show"], ["ip", "-br", "link"], ["ip", "rule"], ["ip", "route", "show", "table", "all"], ["ss", "-tnMi"]] {
                 print("== \(host) \(command.joined(separator: " "))\n" + ((try? testbed.exec(host, command)) ?? "?"))
             }
