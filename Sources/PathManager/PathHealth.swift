@@ -10,16 +10,20 @@ public struct SubflowSample: Hashable, Sendable {
     /// Segments sent and not yet acknowledged.
     public var unacked: UInt32
     public var bytesAcked: UInt64
+    /// Bytes the peer sent on it that arrived: a download's subflow proves its path this way,
+    /// since it sends nothing to be acknowledged.
+    public var bytesReceived: UInt64
     public var rttMicroseconds: UInt32
     public var rtoMicroseconds: UInt32
 
     public init(cookie: UInt64, localAddress: IPAddress, state: TCPState, unacked: UInt32 = 0, bytesAcked: UInt64 = 0,
-                rttMicroseconds: UInt32 = 0, rtoMicroseconds: UInt32 = 0) {
+                bytesReceived: UInt64 = 0, rttMicroseconds: UInt32 = 0, rtoMicroseconds: UInt32 = 0) {
         self.cookie = cookie
         self.localAddress = localAddress
         self.state = state
         self.unacked = unacked
         self.bytesAcked = bytesAcked
+        self.bytesReceived = bytesReceived
         self.rttMicroseconds = rttMicroseconds
         self.rtoMicroseconds = rtoMicroseconds
     }
@@ -47,7 +51,10 @@ public struct PathHealthConfiguration: Sendable {
     public var stallFloorMilliseconds: UInt64 = 250
     /// A subflow still in SYN-SENT after this long: its first SYN or the answer was lost (TCP
     /// sends the SYN again at 1 s), so its path does not answer. Below 1 s so that the client's
-    /// health checks, which give up after 1 s, can show it on an idle gateway.
+    /// health checks, which give up after 1 s, can show it on an idle gateway. Not a failure
+    /// while another subflow on the same path has data acknowledged or received (since the SYN
+    /// left, and within this long): the path delivers, and only the SYN was lost (under 30 % loss, about
+    /// one join in two).
     public var joinTimeoutMilliseconds: UInt64 = 800
     /// How long a failed path stays out before it is tried again; doubled each time it fails
     /// again soon after coming back, up to the maximum, so a flapping path is not a storm.
@@ -76,6 +83,7 @@ public struct PathHealth {
     private struct Track {
         var localAddress: IPAddress
         var bytesAcked: UInt64
+        var bytesReceived: UInt64
         /// With data outstanding: the sample that last saw its acknowledged bytes move (or first
         /// saw it). The stall measured from there is never longer than the real one.
         var stalledSince: UInt64?
@@ -85,6 +93,10 @@ public struct PathHealth {
         var synSentSince: UInt64?
     }
     private var tracks: [UInt64: Track] = [:]
+    /// When each path last had data acknowledged, or received, on one of its subflows: proof
+    /// that it delivers (a download's data keeps coming only while its ACKs get through too),
+    /// which a join unanswered since before then cannot outweigh. One entry per managed path.
+    private var lastProgress: [IPAddress: UInt64] = [:]
 
     private struct Failure {
         var holdDown: UInt64
@@ -128,9 +140,18 @@ public struct PathHealth {
         var verdicts: [PathHealthVerdict] = []
         suspicious = false
         var failedNow: Set<IPAddress> = []
+        // Progress first, for the whole sample: a join is judged against every subflow of its
+        // path, whatever order the kernel listed them in.
+        for subflow in subflows where paths.contains(subflow.localAddress) && subflow.state != .synSent {
+            if let track = tracks[subflow.cookie],
+               subflow.bytesAcked != track.bytesAcked || subflow.bytesReceived != track.bytesReceived {
+                lastProgress[subflow.localAddress] = now
+            }
+        }
         for subflow in subflows where paths.contains(subflow.localAddress) && !isFailed(subflow.localAddress) {
             seen.insert(subflow.cookie)
-            var track = tracks[subflow.cookie] ?? Track(localAddress: subflow.localAddress, bytesAcked: subflow.bytesAcked)
+            var track = tracks[subflow.cookie] ?? Track(localAddress: subflow.localAddress, bytesAcked: subflow.bytesAcked,
+                                                      bytesReceived: subflow.bytesReceived)
             var verdict: PathHealthVerdict?
             switch subflow.state {
             case .synSent:
@@ -138,7 +159,12 @@ public struct PathHealth {
                 track.stalledSince = nil
                 let since = track.synSentSince ?? now
                 track.synSentSince = since
-                if elapsed(since, now) >= configuration.joinTimeoutMilliseconds {
+                // Excused while the path delivers: progress after the SYN left and within the
+                // last join timeout (a path that falls silent later is judged from then on).
+                let deliveredSince = lastProgress[subflow.localAddress].map {
+                    $0 >= since && elapsed($0, now) < configuration.joinTimeoutMilliseconds
+                } ?? false
+                if elapsed(since, now) >= configuration.joinTimeoutMilliseconds && !deliveredSince {
                     verdict = .failed(subflow.localAddress, kind: .joinTimeout,
                                       evidence: "a new subflow from \(subflow.localAddress) unanswered for \(elapsed(since, now)) ms")
                 }
@@ -170,6 +196,7 @@ public struct PathHealth {
                 track.synSentSince = nil
             }
             track.bytesAcked = subflow.bytesAcked
+            track.bytesReceived = subflow.bytesReceived
             tracks[subflow.cookie] = track
             if let verdict, case .failed(let address, _, _) = verdict, !failedNow.contains(address) {
                 failedNow.insert(address)
@@ -178,6 +205,7 @@ public struct PathHealth {
         }
         // Forget subflows that are gone, and those of paths out of use.
         tracks = tracks.filter { seen.contains($0.key) && !failedNow.contains($0.value.localAddress) }
+        lastProgress = lastProgress.filter { paths.contains($0.key) && !failedNow.contains($0.key) }
         for address in failedNow { fail(address, now: now) }
         return verdicts
     }
@@ -200,6 +228,7 @@ public struct PathHealth {
     public mutating func forget(_ address: IPAddress) {
         failures.removeValue(forKey: address)
         unproven.remove(address)
+        lastProgress.removeValue(forKey: address)
         tracks = tracks.filter { $0.value.localAddress != address }
     }
 

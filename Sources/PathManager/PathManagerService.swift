@@ -245,7 +245,8 @@ public final class PathManagerService: @unchecked Sendable {
         return sockets.compactMap { socket in
             guard socket.subflow != nil, let tcp = socket.tcp else { return nil }
             return SubflowSample(cookie: socket.cookie, localAddress: socket.local.address, state: socket.state, unacked: tcp.unacked,
-                                 bytesAcked: tcp.bytesAcked, rttMicroseconds: tcp.rttMicroseconds, rtoMicroseconds: tcp.rtoMicroseconds)
+                                 bytesAcked: tcp.bytesAcked, bytesReceived: tcp.bytesReceived, rttMicroseconds: tcp.rttMicroseconds,
+                                 rtoMicroseconds: tcp.rtoMicroseconds)
         }
     }
 

@@ -96,6 +96,74 @@ struct PathHealthTests {
         #expect(verdicts == [.failed(eth, kind: .joinTimeout, evidence: "a new subflow from 10.1.2.1 unanswered for 800 ms")])
     }
 
+    @Test("a join unanswered for 800 ms on a path whose other subflow keeps having data acknowledged lost only its SYN: no failure; once the acknowledgements stop too, it fails")
+    func joinLostOnADeliveringPath() {
+        var health = PathHealth()
+        var verdicts: [PathHealthVerdict] = []
+        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        var acked: UInt64 = 0
+        // A lossy wifi: its established subflow goes on being acknowledged while a new one's
+        // SYN waits for the kernel's 1 s retransmission. The join is listed first.
+        for t in stride(from: UInt64(0), through: 1_200, by: 100) {
+            acked += 20_000
+            verdicts += health.observe(now: t, subflows: [joining, sending(1, wifi, acked: acked)], paths: paths)
+        }
+        #expect(verdicts.isEmpty, "\(verdicts)")
+        // Then nothing more is acknowledged on wifi (now a black hole): the stalled send fails
+        // the path once its limit (250 ms) has passed, at 1,450.
+        for t in stride(from: UInt64(1_250), through: 1_500, by: 50) {
+            verdicts += health.observe(now: t, subflows: [joining, sending(1, wifi, acked: acked)], paths: paths)
+        }
+        #expect(verdicts.count == 1)
+        guard case .failed(wifi, _, _)? = verdicts.first else { Issue.record("\(verdicts)"); return }
+    }
+
+    @Test("a download proves its path by what it receives: a join lost meanwhile is no failure")
+    func receivingProvesThePath() {
+        var health = PathHealth()
+        var verdicts: [PathHealthVerdict] = []
+        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        for t in stride(from: UInt64(0), through: 1_200, by: 100) {
+            let downloading = SubflowSample(cookie: 1, localAddress: wifi, state: .established, bytesAcked: 77, bytesReceived: t * 5_000)
+            verdicts += health.observe(now: t, subflows: [joining, downloading], paths: paths)
+        }
+        #expect(verdicts.isEmpty, "\(verdicts)")
+    }
+
+    @Test("progress on another path, or progress seen before the SYN left, does not excuse a join")
+    func progressElsewhereOrEarlierDoesNotCount() {
+        var health = PathHealth()
+        var acked: UInt64 = 0
+        var verdicts: [PathHealthVerdict] = []
+        // eth delivers throughout; wifi delivered until 200 ms, then its idle subflow has
+        // nothing outstanding (a black hole on an idle path), and a wifi join starts at 300.
+        for t in stride(from: UInt64(0), through: 200, by: 100) {
+            acked += 10_000
+            verdicts += health.observe(now: t, subflows: [sending(1, wifi, acked: acked, unacked: 0), sending(2, eth, acked: acked)], paths: paths)
+        }
+        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        for t in stride(from: UInt64(300), through: 1_100, by: 100) {
+            acked += 10_000
+            verdicts += health.observe(now: t, subflows: [sending(1, wifi, acked: 30_000, unacked: 0), joining, sending(2, eth, acked: acked)], paths: paths)
+        }
+        #expect(verdicts == [.failed(wifi, kind: .joinTimeout, evidence: "a new subflow from 10.1.1.1 unanswered for 800 ms")])
+    }
+
+    @Test("a join excused by progress fails once the path has been silent for the join timeout (idle after it delivered)")
+    func excuseEndsWhenThePathFallsSilent() {
+        var health = PathHealth()
+        var verdicts: [PathHealthVerdict] = []
+        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        // Acknowledged until 500 ms, then nothing is outstanding: idle, nothing to stall.
+        for t in stride(from: UInt64(0), through: 1_200, by: 100) {
+            let acked = UInt64(min(t, 500)) * 100
+            verdicts += health.observe(now: t, subflows: [joining, sending(1, wifi, acked: acked, unacked: t <= 500 ? 10 : 0)], paths: paths)
+        }
+        #expect(verdicts.isEmpty, "\(verdicts)")
+        verdicts += health.observe(now: 1_300, subflows: [joining, sending(1, wifi, acked: 50_000, unacked: 0)], paths: paths)
+        #expect(verdicts == [.failed(wifi, kind: .joinTimeout, evidence: "a new subflow from 10.1.1.1 unanswered for 1300 ms")])
+    }
+
     @Test("hold-down: re-admitted after 2 s; failing again soon doubles it up to the maximum; a long healthy spell resets it")
     func holdDownBackoff() {
         var configuration = PathHealthConfiguration()
