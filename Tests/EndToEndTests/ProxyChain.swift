@@ -146,12 +146,34 @@ final class ProxyChain {
                 try HashServer.transfer(to: address, upload: upload, download: download, seed: seed, timeoutSeconds: timeoutSeconds)
             }
         } catch let error as TrafficError where error.isCorruption {
-            // Lost bytes are never retried away: the test fails, and the report carries what
+            // Lost bytes are never retried away: the test stops, and the report carries what
             // both kernels did meanwhile (their MPTCP counters, sockets and endpoints).
             print("corrupted transfer (seed \(seed)): \(error)")
             printKernelState()
+            if let evidence = kernelMappingEvidence() { throw KernelMappingCorruption(transfer: error, evidence: evidence) }
             throw error
         }
+    }
+
+    /// The counters by which a kernel says that it met MPTCP data it could not map: each
+    /// means a data sequence mapping that contradicted the one already in force, data the
+    /// checksum refused, or a fallback forced by either. None moves in a correct transfer.
+    static let mappingAnomalyCounters: Set<String> = [
+        "MPTcpExtDSSNotMatching", "MPTcpExtDSSNoMatchTCP", "MPTcpExtDataCsumErr",
+        "MPTcpExtDSSCorruptionFallback", "MPTcpExtDSSCorruptionReset",
+    ]
+
+    /// "vps MPTcpExtDSSNotMatching=1": what either kernel counted of those since the testbed
+    /// came up (its namespaces are new, so every count is this chain's), or nil for none.
+    func kernelMappingEvidence() -> String? {
+        var found: [String] = []
+        for host in [Testbed.Host.gw, .vps] {
+            let netstat = (try? testbed.exec(host, ["cat", "/proc/net/netstat"])) ?? ""
+            for counter in NetstatCounters.parse(netstat) where counter.value > 0 && Self.mappingAnomalyCounters.contains(counter.name) {
+                found.append("\(host) \(counter.name)=\(counter.value)")
+            }
+        }
+        return found.isEmpty ? nil : found.joined(separator: ", ")
     }
 
     /// Connects from the LAN host and reads one byte: the errno it fails with (0 if none).
@@ -197,15 +219,33 @@ final class ProxyChain {
 }
 
 /// Runs `body` with a chain that is always torn down, even when `body` throws.
-func withChain<T>(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
+/// A corrupted transfer that the kernel itself flagged: one of its MPTCP mapping-anomaly
+/// counters moved on this testbed (ProxyChain.mappingAnomalyCounters). User space writes
+/// bytes; it cannot make a kernel see a mapping contradict another.
+struct KernelMappingCorruption: Error, CustomStringConvertible {
+    var transfer: TrafficError
+    var evidence: String
+    var description: String { "\(transfer) — the kernel counted a mapping anomaly: \(evidence)" }
+}
+
+func withChain(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),
                   ipv6Path: Bool = false, delays: [String: Int] = [:], adjustServer: (inout ServerConfiguration) throws -> Void = { _ in },
                   adjustClient: (inout ClientConfiguration) throws -> Void = { _ in },
-                  beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> T) throws -> T {
+                  beforeStart: (Testbed) throws -> Void = { _ in }, _ body: (ProxyChain) throws -> Void) throws {
     let chain = try ProxyChain(rates: rates, clientKey: clientKey, destinationPort: destinationPort, pathManager: pathManager,
                                serverFastOpen: serverFastOpen, extraServerPorts: extraServerPorts, serverHealth: serverHealth,
                                ipv6Path: ipv6Path, delays: delays, adjustServer: adjustServer, adjustClient: adjustClient, beforeStart: beforeStart)
     defer { chain.stop() }
-    return try body(chain)
+    do {
+        try body(chain)
+    } catch let error as KernelMappingCorruption {
+        // Linux 6.18 (docs/kernel-issues.md §2): bytes lost under a mapping the kernel flagged
+        // as contradicting itself. The test ends here, reported as a known issue with the
+        // evidence; a corruption without such a count fails it.
+        withKnownIssue("Linux 6.18 MPTCP lost bytes under a mapping it flagged (docs/kernel-issues.md)", isIntermittent: true) {
+            throw error
+        }
+    }
 }
