@@ -53,8 +53,8 @@ public struct PathHealthConfiguration: Sendable {
     /// sends the SYN again at 1 s), so its path does not answer. Below 1 s so that the client's
     /// health checks, which give up after 1 s, can show it on an idle gateway. Not a failure
     /// while another subflow on the same path has data acknowledged or received (since the SYN
-    /// left, and within this long): the path delivers, and only the SYN was lost (under 30 % loss, about
-    /// one join in two).
+    /// left, and within this long): the path delivers, and only the SYN was lost (under 30 %
+    /// loss, about one join in two).
     public var joinTimeoutMilliseconds: UInt64 = 800
     /// How long a failed path stays out before it is tried again; doubled each time it fails
     /// again soon after coming back, up to the maximum, so a flapping path is not a storm.

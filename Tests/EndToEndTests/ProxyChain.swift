@@ -168,8 +168,7 @@ final class ProxyChain {
     func kernelMappingEvidence() -> String? {
         var found: [String] = []
         for host in [Testbed.Host.gw, .vps] {
-            let netstat = (try? testbed.exec(host, ["cat", "/proc/net/netstat"])) ?? ""
-            for counter in NetstatCounters.parse(netstat) where counter.value > 0 && Self.mappingAnomalyCounters.contains(counter.name) {
+            for counter in NetstatCounters.parse(netstat(host)) where counter.value > 0 && Self.mappingAnomalyCounters.contains(counter.name) {
                 found.append("\(host) \(counter.name)=\(counter.value)")
             }
         }
@@ -187,11 +186,15 @@ final class ProxyChain {
         }
     }
 
+    /// The kernel's protocol counters in `host`'s namespace (empty if they cannot be read).
+    func netstat(_ host: Testbed.Host) -> String {
+        (try? testbed.exec(host, ["cat", "/proc/net/netstat"])) ?? ""
+    }
+
     /// What the kernel holds on gw and vps, printed when a test fails.
     func printKernelState() {
         for host in [Testbed.Host.gw, .vps] {
-            let netstat = (try? testbed.exec(host, ["cat", "/proc/net/netstat"])) ?? ""
-            print("== \(host) MPTCP counters: " + NetstatCounters.nonZeroSummary(netstat))
+            print("== \(host) MPTCP counters: " + NetstatCounters.nonZeroSummary(netstat(host)))
             for command in [["ip", "mptcp", "endpoint", "show"], ["ip", "-br", "link"], ["ip", "rule"], ["ip", "route", "show", "table", "all"], ["ss", "-tnMi"]] {
                 print("== \(host) \(command.joined(separator: " "))\n" + ((try? testbed.exec(host, command)) ?? "?"))
             }

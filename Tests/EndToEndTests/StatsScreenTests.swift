@@ -141,10 +141,9 @@ struct StatsScreenTests {
             //     A half-second sample can catch one subflow between bursts just after slow
             //     start (a CI run saw it), so up to five samples are read: one must show all
             //     three moving, as the screen did.
+            func isMoving(_ subflow: SubflowStats) -> Bool { (subflow.txBitsPerSecond ?? 0) > 1e6 && subflow.rttMilliseconds > 0 }
             func allMoving(_ snapshot: StatsSnapshot) -> Bool {
-                snapshot.connections.contains { connection in
-                    connection.subflows.count == 3 && connection.subflows.allSatisfy { ($0.txBitsPerSecond ?? 0) > 1e6 && $0.rttMilliseconds > 0 }
-                }
+                snapshot.connections.contains { $0.subflows.count == 3 && $0.subflows.allSatisfy(isMoving) }
             }
             var json = ""
             var snapshot: StatsSnapshot?
@@ -155,7 +154,7 @@ struct StatsScreenTests {
             }
             let connection = try #require(snapshot?.connections.first { $0.subflows.count == 3 }, "\(json)")
             #expect(Set(connection.subflows.map(\.interface)) == ["wifi", "eth", "cell"])
-            #expect(connection.subflows.allSatisfy { ($0.txBitsPerSecond ?? 0) > 1e6 && $0.rttMilliseconds > 0 }, "in none of 5 samples; last: \(json)")
+            #expect(connection.subflows.allSatisfy(isMoving), "in none of 5 samples; last: \(json)")
             #expect(snapshot?.endpoints?.count == 3 && snapshot?.notes.isEmpty == true)
             let unprivileged = try Self.runUnprivileged(binary, in: gw.name)
             #expect(unprivileged.contains("no path-manager events: subscribing needs CAP_NET_ADMIN"), "\(unprivileged)")

@@ -15,6 +15,11 @@ struct PathHealthTests {
                       rttMicroseconds: rtt, rtoMicroseconds: rto)
     }
 
+    /// A new subflow from `address` whose SYN is unanswered (cookie 9, apart from `sending`'s).
+    func joining(_ address: IPAddress) -> SubflowSample {
+        SubflowSample(cookie: 9, localAddress: address, state: .synSent)
+    }
+
     @Test("data outstanding and no acknowledgement for longer than RTO + RTT fails the path once; progress never does")
     func stalledSend() {
         var health = PathHealth()
@@ -89,7 +94,7 @@ struct PathHealthTests {
     func joinTimeout() {
         var health = PathHealth()
         var verdicts: [PathHealthVerdict] = []
-        let joining = SubflowSample(cookie: 9, localAddress: eth, state: .synSent)
+        let joining = joining(eth)
         for t in stride(from: UInt64(0), through: 700, by: 100) { verdicts += health.observe(now: t, subflows: [joining], paths: paths) }
         #expect(verdicts.isEmpty)
         verdicts += health.observe(now: 800, subflows: [joining], paths: paths)
@@ -100,7 +105,7 @@ struct PathHealthTests {
     func joinLostOnADeliveringPath() {
         var health = PathHealth()
         var verdicts: [PathHealthVerdict] = []
-        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        let joining = joining(wifi)
         var acked: UInt64 = 0
         // A lossy wifi: its established subflow goes on being acknowledged while a new one's
         // SYN waits for the kernel's 1 s retransmission. The join is listed first.
@@ -122,7 +127,7 @@ struct PathHealthTests {
     func receivingProvesThePath() {
         var health = PathHealth()
         var verdicts: [PathHealthVerdict] = []
-        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        let joining = joining(wifi)
         for t in stride(from: UInt64(0), through: 1_200, by: 100) {
             let downloading = SubflowSample(cookie: 1, localAddress: wifi, state: .established, bytesAcked: 77, bytesReceived: t * 5_000)
             verdicts += health.observe(now: t, subflows: [joining, downloading], paths: paths)
@@ -141,7 +146,7 @@ struct PathHealthTests {
             acked += 10_000
             verdicts += health.observe(now: t, subflows: [sending(1, wifi, acked: acked, unacked: 0), sending(2, eth, acked: acked)], paths: paths)
         }
-        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        let joining = joining(wifi)
         for t in stride(from: UInt64(300), through: 1_100, by: 100) {
             acked += 10_000
             verdicts += health.observe(now: t, subflows: [sending(1, wifi, acked: 30_000, unacked: 0), joining, sending(2, eth, acked: acked)], paths: paths)
@@ -153,7 +158,7 @@ struct PathHealthTests {
     func excuseEndsWhenThePathFallsSilent() {
         var health = PathHealth()
         var verdicts: [PathHealthVerdict] = []
-        let joining = SubflowSample(cookie: 9, localAddress: wifi, state: .synSent)
+        let joining = joining(wifi)
         // Acknowledged until 500 ms, then nothing is outstanding: idle, nothing to stall.
         for t in stride(from: UInt64(0), through: 1_200, by: 100) {
             let acked = UInt64(min(t, 500)) * 100
