@@ -1,7 +1,11 @@
 // Layout checks for the copies in include/mpx_mptcp_kernel.h. If the compiler
 // disagrees with the kernel's layout (as measured on Linux 6.18), the build fails
 // here instead of the proxy reading garbage at run time.
+#include <errno.h>
 #include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <linux/tcp.h>
 #include "mpx_mptcp_kernel.h"
 
 _Static_assert(sizeof(struct mpx_mptcp_info) == 96, "mptcp_info is 96 bytes on 6.18");
@@ -16,3 +20,31 @@ _Static_assert(offsetof(struct mpx_mptcp_info, mptcpi_endp_laminar_max) == 81, "
 _Static_assert(offsetof(struct mpx_mptcp_info, mptcpi_last_data_sent) == 84, "last_data_sent @84");
 _Static_assert(offsetof(struct mpx_mptcp_info, mptcpi_last_ack_recv) == 92, "last_ack_recv @92");
 _Static_assert(sizeof(struct mpx_mptcp_subflow_data) == 16, "mptcp_subflow_data is 16 bytes");
+
+// tcp_info's leading fields have not moved since 2.6; the kernel copies min(size_user, its own
+// size) per subflow, so the 6.1 header's struct is a safe element size.
+_Static_assert(offsetof(struct tcp_info, tcpi_state) == 0, "tcpi_state @0");
+_Static_assert(offsetof(struct tcp_info, tcpi_rtt) == 68, "tcpi_rtt @68");
+
+enum { MPX_SUBFLOWS_AT_MOST = 8 };
+
+int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int max) {
+    struct {
+        struct mpx_mptcp_subflow_data header;
+        struct tcp_info subflows[MPX_SUBFLOWS_AT_MOST];
+    } reply;
+    memset(&reply, 0, sizeof reply);
+    reply.header.size_subflow_data = sizeof reply.header;
+    reply.header.size_user = sizeof reply.subflows[0];
+    socklen_t length = sizeof reply;
+    if (getsockopt(fd, 284 /* SOL_MPTCP */, MPX_MPTCP_TCPINFO, &reply, &length) != 0) return -1;
+    // The kernel says how many subflows exist and copies as many as fit the buffer we gave it.
+    int filled = (int)reply.header.num_subflows;
+    if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
+    if (filled > max) filled = max;
+    for (int i = 0; i < filled; i++) {
+        out[i].tcp_state = reply.subflows[i].tcpi_state;
+        out[i].rtt_us = reply.subflows[i].tcpi_rtt;
+    }
+    return filled < 0 ? 0 : filled;
+}

@@ -47,6 +47,11 @@ public struct SpliceDirection {
     public private(set) var splicing: Bool
     /// The last pump wanted a pipe and none could be had: the bytes wait in the source socket.
     public private(set) var starved = false
+    /// Keep the source's EOF, once everything before it is written, instead of forwarding it:
+    /// the owner decides when it may go (a client's early half-close waits for the MPTCP joins,
+    /// Proxy's HalfCloseHold) and clears this. Ignored once the other direction is done, when
+    /// the EOF ends the connection.
+    public var holdsEOF = false
     private var pipe: Pipe?
     /// Bytes in the pipe.
     private var buffered = 0
@@ -69,6 +74,9 @@ public struct SpliceDirection {
 
     /// Bytes read from the source and not yet written to the destination.
     public var bytesInFlight: Int { buffered + unsent.count - unsentOffset }
+
+    /// The source's EOF is read and everything before it written, and `holdsEOF` keeps it.
+    public var holdingEOF: Bool { sourceClosed && bytesInFlight == 0 && !finished }
 
     /// Takes an epoll event for `fd` into the readiness flags.
     public mutating func noteEvents(_ events: UInt32, fd: Int32) {
@@ -103,7 +111,7 @@ public struct SpliceDirection {
                 pipes.give(back: idle)
                 pipe = nil
             }
-            if sourceClosed && bytesInFlight == 0 {
+            if sourceClosed && bytesInFlight == 0 && (!holdsEOF || otherFinished) {
                 if !otherFinished { destination.shutdownWrite() }
                 finished = true
                 moved = true

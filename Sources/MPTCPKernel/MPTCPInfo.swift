@@ -13,6 +13,25 @@ public struct MPTCPConnectionInfo: Equatable, Sendable {
     public var bytesSent: UInt64
     public var bytesReceived: UInt64
     public var bytesRetransmitted: UInt64
+    /// Subflows the in-kernel path manager created from local endpoints
+    /// (mptcpi_local_addr_used), and how many it may (mptcpi_local_addr_max).
+    public var endpointsUsed: Int = 0
+    public var endpointsMax: Int = 0
+    /// Additional subflows the connection may have (mptcpi_subflows_max, the `subflows` limit).
+    public var subflowsMax: Int = 0
+}
+
+/// One subflow of an MPTCP socket, as MPTCP_TCPINFO reports it.
+public struct SubflowHandshake: Equatable, Sendable {
+    /// The subflow's SYN is out and unanswered: a join under way.
+    public var connecting: Bool
+    /// Smoothed RTT in microseconds (for a fresh subflow, its SYN/SYN-ACK sample).
+    public var rttMicroseconds: UInt32
+
+    public init(connecting: Bool, rttMicroseconds: UInt32) {
+        self.connecting = connecting
+        self.rttMicroseconds = rttMicroseconds
+    }
 }
 
 /// The transport a proxied connection really got.
@@ -54,7 +73,21 @@ extension Socket {
             remoteKeyReceived: info.mptcpi_flags & MPX_MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED != 0,
             bytesSent: info.mptcpi_bytes_sent,
             bytesReceived: info.mptcpi_bytes_received,
-            bytesRetransmitted: info.mptcpi_bytes_retrans)
+            bytesRetransmitted: info.mptcpi_bytes_retrans,
+            endpointsUsed: Int(info.mptcpi_local_addr_used),
+            endpointsMax: Int(info.mptcpi_local_addr_max),
+            subflowsMax: Int(info.mptcpi_subflows_max))
+    }
+
+    /// Each subflow's handshake state and RTT (MPTCP_TCPINFO), or nil where the kernel gives
+    /// none (plain TCP, or fallback). At most 8 subflows are reported.
+    public func mptcpSubflowHandshakes() -> [SubflowHandshake]? {
+        withUnsafeTemporaryAllocation(of: mpx_subflow_handshake.self, capacity: 8) { buffer in
+            let n = mpx_mptcp_subflow_handshakes(fd, buffer.baseAddress, Int32(buffer.count))
+            guard n >= 0 else { return nil }
+            // TCP_SYN_SENT (linux/tcp_states.h): the join's SYN is unanswered.
+            return buffer.prefix(Int(n)).map { SubflowHandshake(connecting: $0.tcp_state == 2, rttMicroseconds: $0.rtt_us) }
+        }
     }
 
     /// Which transport a connected socket ended up with. `isMPTCP`, when the caller already

@@ -221,7 +221,6 @@ final class ProxyChain {
     }
 }
 
-/// Runs `body` with a chain that is always torn down, even when `body` throws.
 /// A corrupted transfer that the kernel itself flagged: one of its MPTCP mapping-anomaly
 /// counters moved on this testbed (ProxyChain.mappingAnomalyCounters). User space writes
 /// bytes; it cannot make a kernel see a mapping contradict another.
@@ -231,6 +230,7 @@ struct KernelMappingCorruption: Error, CustomStringConvertible {
     var description: String { "\(transfer) — the kernel counted a mapping anomaly: \(evidence)" }
 }
 
+/// Runs `body` with a chain that is always torn down, even when `body` throws.
 func withChain(rates: Testbed.Rates = .init(), clientKey: ClientKey = ProxyChain.key, destinationPort: UInt16 = ProxyChain.originPort,
                   pathManager: PathManagerConfiguration? = nil, serverFastOpen: Bool = false,
                   extraServerPorts: [UInt16] = [], serverHealth: ServerHealthSettings = ServerHealthSettings(),

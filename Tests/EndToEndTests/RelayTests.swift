@@ -43,6 +43,31 @@ struct RelayTests {
         }
     }
 
+    @Test("clients that half-close right after their request still get a subflow on every path (the server counts three before the DATA_FIN), every byte checked", arguments: ["all active", "standby", "standby, delays 5/10/40 ms"])
+    func earlyHalfCloseGetsEveryPath(_ arrangement: String) throws {
+        // The download client shuts down its write side right after its 16-byte request. Linux
+        // refuses joins once the MPTCP connection is past ESTABLISHED, so a DATA_FIN sent at once
+        // would race the path manager's joins (docs/kernel-issues.md §3); the gateway holds it
+        // (HalfCloseHold). The server samples its subflows at the DATA_FIN, after which it
+        // accepts no join: its record is the count the connection kept.
+        // All active: the testbed's own endpoints (subflow, no backup) and the in-kernel PM alone.
+        let configuration = arrangement.hasPrefix("standby") ? standbyConfiguration() : nil
+        let delays = arrangement.hasSuffix("ms") ? ["wifi": 5, "eth": 10, "cell": 40] : [:]
+        try withChain(pathManager: configuration, delays: delays) { chain in
+            let connections = 10
+            for seed in 0..<connections {
+                let result = try chain.transfer(upload: 0, download: 256 << 10, seed: UInt64(40 + seed), timeoutSeconds: 20)
+                #expect(result.downloaded == 256 << 10)
+            }
+            let server = chain.serverRecords.wait(for: connections)
+            let client = chain.clientRecords.wait(for: connections)
+            #expect(server.count == connections && client.count == connections)
+            let short = server.filter { $0.transport != .mptcp(subflows: 3) }
+            #expect(short.isEmpty, "\(short.count) of \(connections) connections short of paths at the server: \(server.map(\.transport))")
+            #expect(server.allSatisfy { $0.reason == .completed } && client.allSatisfy { $0.reason == .completed })
+        }
+    }
+
     @Test("an upload, then a download on a new connection: both at the paths' rate, every byte checked")
     func uploadThenDownload() throws {
         try withChain { chain in

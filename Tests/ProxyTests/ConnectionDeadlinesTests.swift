@@ -25,7 +25,7 @@ struct ConnectionDeadlinesTests {
         deadlines[.dialAttempt] = 100
         deadlines[.dialTimeout] = 90
         deadlines[.handshake] = 100
-        deadlines[.starvedRetry] = 200
+        deadlines[.repump] = 200
         var due: [ConnectionDeadlines.Kind] = []
         while let kind = deadlines.takeDue(now: 150) { due.append(kind) }
         // A dial that timed out starts no attempt, and the handshake's end ends the dial.

@@ -118,6 +118,46 @@ struct SpliceRelayTests {
         #expect(!relay.upstream.splicing && !relay.downstream.splicing && pipes.lent == 0)
     }
 
+    @Test("an EOF the owner holds: the bytes before it go at once, the EOF when released; once the other direction is done it no longer waits")
+    func heldEOF() throws {
+        let (clientHost, clientSide) = try socketPair()
+        let (serverSide, serverHost) = try socketPair()
+        defer { [clientHost, clientSide, serverSide, serverHost].forEach { $0.close() } }
+        let pipes = PipePool(pipeSize: 1 << 16, maximumLent: 0)
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        var relay = SpliceRelay(client: clientSide, server: serverSide)
+        relay.upstream.holdsEOF = true
+        _ = try clientHost.send([UInt8](repeating: 0x61, count: 100), from: 0)
+        clientHost.shutdownWrite()
+        relay.noteEvents(MPX_EPOLLIN | MPX_EPOLLRDHUP, fd: clientSide.fd)
+        #expect(try relay.pump(pipes: pipes, copyBuffer: copyBuffer).progress == .waiting)
+        #expect(try serverHost.read(into: &buffer) == .processed(100))
+        #expect(try serverHost.read(into: &buffer) == .wouldBlock)   // no EOF yet
+        #expect(relay.upstream.holdingEOF && !relay.upstream.finished)
+        // Pumping again changes nothing while it is held.
+        #expect(try relay.pump(pipes: pipes, copyBuffer: copyBuffer).progress == .waiting)
+        #expect(try serverHost.read(into: &buffer) == .wouldBlock)
+        relay.upstream.holdsEOF = false
+        #expect(try relay.pump(pipes: pipes, copyBuffer: copyBuffer).progress == .waiting)
+        #expect(try serverHost.read(into: &buffer) == .processed(0))
+        #expect(relay.upstream.finished && !relay.upstream.holdingEOF)
+
+        // Held, then the far side finishes: the EOF now ends the relay.
+        let (clientHost2, clientSide2) = try socketPair()
+        let (serverSide2, serverHost2) = try socketPair()
+        defer { [clientHost2, clientSide2, serverSide2, serverHost2].forEach { $0.close() } }
+        var second = SpliceRelay(client: clientSide2, server: serverSide2)
+        second.upstream.holdsEOF = true
+        clientHost2.shutdownWrite()
+        second.noteEvents(MPX_EPOLLIN | MPX_EPOLLRDHUP, fd: clientSide2.fd)
+        #expect(try second.pump(pipes: pipes, copyBuffer: copyBuffer).progress == .waiting)
+        serverHost2.shutdownWrite()
+        second.noteEvents(MPX_EPOLLIN | MPX_EPOLLRDHUP, fd: serverSide2.fd)
+        _ = try second.pump(pipes: pipes, copyBuffer: copyBuffer)
+        #expect(second.downstream.finished)
+        #expect(try second.pump(pipes: pipes, copyBuffer: copyBuffer).progress == .finished)
+    }
+
     @Test("copied bytes a full destination does not take are held, in order, and nothing more is read until they are written")
     func copiedRemainderKeepsOrder() throws {
         let (clientHost, clientSide) = try socketPair()

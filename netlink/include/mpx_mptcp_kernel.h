@@ -62,6 +62,17 @@ struct mpx_mptcp_subflow_data {
     uint32_t size_user;          // in: size of one array element we can take
 } __attribute__((aligned(8)));
 
+// One subflow of an MPTCP socket as MPTCP_TCPINFO reports it: what the proxy needs to know
+// whether a join is still under way (see Sources/Proxy/Connection/HalfCloseHold.swift).
+struct mpx_subflow_handshake {
+    uint8_t tcp_state;   // TCP_ESTABLISHED = 1, TCP_SYN_SENT = 2, ... (linux/tcp_states.h)
+    uint32_t rtt_us;     // tcpi_rtt: smoothed RTT, from the SYN/SYN-ACK for a fresh subflow
+};
+
+// Fills up to `max` entries for `fd`'s subflows (getsockopt MPTCP_TCPINFO) and returns how many
+// it filled, or -1 with errno set (EOPNOTSUPP for a socket that fell back to TCP).
+int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int max);
+
 #ifdef __cplusplus
 }
 #endif

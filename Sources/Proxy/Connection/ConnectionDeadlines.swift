@@ -1,7 +1,7 @@
 /// The instants at which one connection has something to do, served by a single loop timer.
 ///
 /// A connection has up to six deadlines over its life (the handshake's, a dial's next attempt
-/// and its timeout, the idle check, a starved relay's retry, the drain after an error reply),
+/// and its timeout, the idle check, the relay's next pump, the drain after an error reply),
 /// rarely more than two at once. One `LoopTimer` each cost a timer object and a closure per
 /// deadline and a heap entry per arming: three timers, six allocations and three heap entries
 /// per B3 connection on the client, most of them cancelled long before they were due. Here the
@@ -18,17 +18,19 @@ struct ConnectionDeadlines: Equatable {
         /// Before `dialAttempt`: a dial that has timed out starts no further attempt.
         case dialTimeout
         case dialAttempt
-        case starvedRetry
+        /// The relay pumps again: a direction starved of pipes retries, or a held half-close is
+        /// looked at again (HalfCloseHold). One kind for both, as both only pump.
+        case repump
         case idle
 
-        static let order: [Kind] = [.drain, .handshake, .dialTimeout, .dialAttempt, .starvedRetry, .idle]
+        static let order: [Kind] = [.drain, .handshake, .dialTimeout, .dialAttempt, .repump, .idle]
     }
 
     private var drain: UInt64 = 0
     private var handshake: UInt64 = 0
     private var dialTimeout: UInt64 = 0
     private var dialAttempt: UInt64 = 0
-    private var starvedRetry: UInt64 = 0
+    private var repump: UInt64 = 0
     private var idle: UInt64 = 0
 
     subscript(kind: Kind) -> UInt64 {
@@ -38,7 +40,7 @@ struct ConnectionDeadlines: Equatable {
             case .handshake: handshake
             case .dialTimeout: dialTimeout
             case .dialAttempt: dialAttempt
-            case .starvedRetry: starvedRetry
+            case .repump: repump
             case .idle: idle
             }
         }
@@ -48,7 +50,7 @@ struct ConnectionDeadlines: Equatable {
             case .handshake: handshake = newValue
             case .dialTimeout: dialTimeout = newValue
             case .dialAttempt: dialAttempt = newValue
-            case .starvedRetry: starvedRetry = newValue
+            case .repump: repump = newValue
             case .idle: idle = newValue
             }
         }
@@ -62,7 +64,7 @@ struct ConnectionDeadlines: Equatable {
     var earliest: UInt64? {
         // Unset is 0: as UInt64.max it never wins (no array of six: this runs per event).
         func rank(_ value: UInt64) -> UInt64 { value == 0 ? .max : value }
-        let least = min(rank(drain), rank(handshake), rank(dialTimeout), rank(dialAttempt), rank(starvedRetry), rank(idle))
+        let least = min(rank(drain), rank(handshake), rank(dialTimeout), rank(dialAttempt), rank(repump), rank(idle))
         return least == .max ? nil : least
     }
 

@@ -30,6 +30,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     /// Descriptors (inbound, dial attempts) whose peer hung up during the handshake.
     private var hungUpBeforeRelay: [Int32] = []
     private var starvedRetry: UInt64 = 0
+    /// A client's early half-close waiting for the MPTCP joins (see HalfCloseHold).
+    private var halfCloseHold = HalfCloseHold()
     private var sampledAtFirstEOF = false
     /// Whether epoll watches each socket for writability. Only while a write waits for room, a
     /// connect is in progress or a reply waits for the MPTCP key: see `watchWrites`.
@@ -551,7 +553,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             case .handshake: handshakeDeadlinePassed()
             case .dialTimeout: dialTimedOut()
             case .dialAttempt: dialDelayElapsed()
-            case .starvedRetry: pumpRelay()
+            case .repump: pumpRelay()
             case .idle: idleCheck()
             }
         }
@@ -633,6 +635,12 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             relay?.noteEvents(MPX_EPOLLRDHUP, fd: fd)
         }
         hungUpBeforeRelay = []
+        // On the gateway, a LAN client's EOF that comes before the MPTCP joins are made would
+        // keep the connection on one subflow for good (HalfCloseHold): hold it for a while.
+        if context.role == .client, mptcp, context.mptcpLeg == .outbound,
+           loop.now < startedAt + HalfCloseHold.longest {
+            relay?.upstream.holdsEOF = true
+        }
         lastActivity = loop.now
         setDeadline(.idle, after: context.timeouts.idle)
         var live: ProxyMetrics.LiveConnection?
@@ -656,6 +664,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             if !relay!.upstream.destinationWritable && !relay!.upstream.finished { watchWrites(.outbound) }
             if !relay!.downstream.destinationWritable && !relay!.downstream.finished { watchWrites(.inbound) }
             if isClosed { return }
+            // Reviewed when first held and at each re-check, not at every pump in between.
+            if relay!.upstream.holdingEOF && deadlines[.repump] == 0 && !reviewHeldEOF() { return }
             if !sampledAtFirstEOF && (relay!.upstream.finished || relay!.downstream.finished) {
                 // Subflows close with the connection, so count them while it is still whole.
                 sampledAtFirstEOF = true
@@ -681,11 +691,38 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
                 // try again after a pause that grows to half a second, never give up.
                 if starvedRetry == 0 { context.logger.warning("connection \(facts.peer.map { "\($0)" } ?? "?") -> \(facts.destination): no pipe available, relaying waits") }
                 starvedRetry = min(max(starvedRetry * 2, 5), 500)
-                setDeadline(.starvedRetry, after: starvedRetry)
+                pumpAgain(at: loop.now + starvedRetry)
             }
         } catch {
             finish(.ioError(error), .reset)
         }
+    }
+
+    /// Decides on an upstream EOF the relay holds: lets it go (pumping again, which sends it;
+    /// false: that pump has done the rest) or sets the re-check (true: carry on).
+    private func reviewHeldEOF() -> Bool {
+        var joins: HalfCloseHold.Joins?
+        // Done downstream: this EOF ends the connection, and no join matters any more.
+        if !relay!.downstream.finished, let leg = socket(.outbound), let info = leg.socket.mptcpInfo(),
+           !info.fallback, let subflows = leg.socket.mptcpSubflowHandshakes() {
+            joins = .init(endpointsUsed: info.endpointsUsed, endpointsMax: info.endpointsMax,
+                          subflowsMax: info.subflowsMax, subflows: subflows)
+        }
+        switch halfCloseHold.decide(now: loop.now, connectionStartedAt: startedAt, joins: joins) {
+        case .forward:
+            relay!.upstream.holdsEOF = false
+            pumpRelay()
+            return false
+        case .hold(let until):
+            pumpAgain(at: until)
+            return true
+        }
+    }
+
+    /// Sets the relay's next pump, unless one is due earlier: a starved retry and a held EOF's
+    /// re-check share it.
+    private func pumpAgain(at instant: UInt64) {
+        if deadlines[.repump] == 0 || deadlines[.repump] > instant { setDeadline(.repump, at: instant) }
     }
 
     private func idleCheck() {
