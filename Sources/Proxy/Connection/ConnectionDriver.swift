@@ -664,8 +664,17 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             if !relay!.upstream.destinationWritable && !relay!.upstream.finished { watchWrites(.outbound) }
             if !relay!.downstream.destinationWritable && !relay!.downstream.finished { watchWrites(.inbound) }
             if isClosed { return }
-            // Reviewed when first held and at each re-check, not at every pump in between.
-            if relay!.upstream.holdingEOF && deadlines[.repump] == 0 && !reviewHeldEOF() { return }
+            if relay!.upstream.holdsEOF {
+                if relay!.upstream.holdingEOF {
+                    // Reviewed when first held and at each re-check, not at every pump between.
+                    if deadlines[.repump] == 0 && !reviewHeldEOF() { return }
+                } else if relay!.downstream.bytesDelivered > 0 {
+                    // The far side answered before the client's EOF: that EOF ends an exchange
+                    // (B3's request, response, close) rather than awaiting a reply; holding it
+                    // would only make joins for a connection about to close.
+                    relay!.upstream.holdsEOF = false
+                }
+            }
             if !sampledAtFirstEOF && (relay!.upstream.finished || relay!.downstream.finished) {
                 // Subflows close with the connection, so count them while it is still whole.
                 sampledAtFirstEOF = true

@@ -10,7 +10,9 @@ import MPTCPKernel
 /// no standby path, no aggregation, no handover (docs/kernel-issues.md §3, reproducer
 /// tools/repro/mptcp-halfclose-joins). The driver therefore holds such an EOF, bytes already all
 /// sent, until the joins the path manager makes for a fresh connection are settled, and for no
-/// longer than `longest` after the connection started.
+/// longer than `longest` after the connection started. Only an EOF that comes before the far
+/// side's first byte: one after an answer ends an exchange (a request, its response, a close),
+/// and waiting would only make joins for a connection about to close.
 ///
 /// Settled means: no subflow is still in SYN_SENT; the in-kernel path manager has used the local
 /// endpoints it may (between one join establishing and the next starting nothing is in
