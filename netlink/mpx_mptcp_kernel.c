@@ -38,13 +38,20 @@ int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int 
     reply.header.size_user = sizeof reply.subflows[0];
     socklen_t length = sizeof reply;
     if (getsockopt(fd, 284 /* SOL_MPTCP */, MPX_MPTCP_TCPINFO, &reply, &length) != 0) return -1;
+    // The kernel strides its array by min(size_user, its own tcp_info): a kernel whose struct is
+    // smaller than this header's would place the entries elsewhere, so refuse rather than misread.
+    if (reply.header.size_user != sizeof reply.subflows[0]) {
+        errno = EPROTO;
+        return -1;
+    }
     // The kernel says how many subflows exist and copies as many as fit the buffer we gave it.
-    int filled = (int)reply.header.num_subflows;
+    uint32_t filled = reply.header.num_subflows;
     if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
-    if (filled > max) filled = max;
-    for (int i = 0; i < filled; i++) {
+    if (max < 0) max = 0;
+    if (filled > (uint32_t)max) filled = (uint32_t)max;
+    for (uint32_t i = 0; i < filled; i++) {
         out[i].tcp_state = reply.subflows[i].tcpi_state;
         out[i].rtt_us = reply.subflows[i].tcpi_rtt;
     }
-    return filled < 0 ? 0 : filled;
+    return (int)filled;
 }

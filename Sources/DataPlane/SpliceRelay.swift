@@ -76,7 +76,7 @@ public struct SpliceDirection {
     public var bytesInFlight: Int { buffered + unsent.count - unsentOffset }
 
     /// The source's EOF is read and everything before it written, and `holdsEOF` keeps it.
-    public var holdingEOF: Bool { sourceClosed && bytesInFlight == 0 && !finished }
+    public var holdingEOF: Bool { holdsEOF && sourceClosed && bytesInFlight == 0 && !finished }
 
     /// Takes an epoll event for `fd` into the readiness flags.
     public mutating func noteEvents(_ events: UInt32, fd: Int32) {
