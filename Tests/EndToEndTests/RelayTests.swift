@@ -68,6 +68,45 @@ struct RelayTests {
         }
     }
 
+    @Test("a client's EOF after the far side's answer is forwarded at once, not held for the joins (the server sees the DATA_FIN before the 80 ms path's join)")
+    func eofAfterTheAnswerIsNotHeld() throws {
+        // HalfCloseHold holds only an EOF that comes before the far side's first byte. After an
+        // answer the EOF ends an exchange (request, response, close), and holding it would make
+        // joins for a connection about to close. With delays 5/10/40 ms the cell join cannot
+        // reach the server before about 90 ms after the connection started, while the exchange
+        // and the EOF take about 20: held, the server would count 3 subflows at the DATA_FIN (it
+        // does for an early EOF, earlyHalfCloseGetsEveryPath); forwarded at once, fewer.
+        try withChain(destinationPort: 8001, delays: ["wifi": 5, "eth": 10, "cell": 40]) { chain in
+            let origin = try AnswerThenDrainServer(namespace: chain.testbed.namespace(.origin),
+                                                   address: try SocketAddress(parsing: "\(Testbed.originAddress):8001"))
+            defer { origin.stop() }
+            let address = chain.forwardAddress
+            let connections = 5
+            for round in 0..<connections {
+                let request = (0..<100).map { UInt8(truncatingIfNeeded: $0 &+ round) }
+                let (answer, rest) = try OSThread.run(in: chain.testbed.namespace(.lan)) { () -> ([UInt8], [UInt8]) in
+                    let fd = try BlockingSocket.connect(to: address, timeoutSeconds: 5)
+                    defer { close(fd) }
+                    try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+                    let answer = try BlockingSocket.readExactly(fd, 100)
+                    shutdown(fd, Int32(SHUT_WR))   // the exchange is over: the EOF
+                    var rest: [UInt8] = []
+                    var byte: UInt8 = 0
+                    while recv(fd, &byte, 1, 0) == 1 { rest.append(byte) }   // the origin's EOF
+                    return (answer, rest)
+                }
+                #expect(answer == request.reversed(), "round \(round): the answer is the request reversed")
+                #expect(rest.isEmpty)
+            }
+            let server = chain.serverRecords.wait(for: connections)
+            #expect(server.count == connections)
+            #expect(server.allSatisfy { $0.reason == .completed }, "\(server.map(\.reason))")
+            let held = server.filter { $0.transport == .mptcp(subflows: 3) }
+            #expect(held.isEmpty, "\(held.count) of \(connections) connections had every join by the DATA_FIN, as if the EOF had been held: \(server.map(\.transport))")
+            #expect(server.allSatisfy { if case .mptcp = $0.transport { true } else { false } }, "\(server.map(\.transport))")
+        }
+    }
+
     @Test("an upload, then a download on a new connection: both at the paths' rate, every byte checked")
     func uploadThenDownload() throws {
         try withChain { chain in
@@ -226,4 +265,39 @@ func expectRefused(_ chain: ProxyChain, with code: ConvertErrorCode) throws -> C
     }
     #expect(error.code == code)
     return error
+}
+
+/// An origin for exchanges: reads a 100-byte request, answers with it reversed at once, then
+/// reads to the client's EOF before it closes (so the connection's end is the client's call).
+final class AnswerThenDrainServer: @unchecked Sendable {
+    private let listenFD: Int32
+    private var thread: OSThread?
+    private let stopped = Locked(false)
+
+    init(namespace: NetworkNamespace, address: SocketAddress) throws {
+        listenFD = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address) }
+        thread = OSThread(name: "answer-origin") { [self] in serve() }
+    }
+
+    private func serve() {
+        while !stopped.value {
+            let fd = accept(listenFD, nil, nil)
+            guard fd >= 0 else { return }
+            var tv = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            if let request = try? BlockingSocket.readExactly(fd, 100) {
+                try? Array(request.reversed()).withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+                var byte: UInt8 = 0
+                while recv(fd, &byte, 1, 0) == 1 {}
+            }
+            close(fd)
+        }
+    }
+
+    func stop() {
+        stopped.update { $0 = true }
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        thread?.join()
+        close(listenFD)
+    }
 }
