@@ -325,31 +325,23 @@ struct InterceptionRulesTests {
     }
 }
 
-/// A minimal HTTP/1.1 origin for curl: answers every request with `body`, then closes.
-final class TextHTTPServer: @unchecked Sendable {
+/// An origin that serves one connection at a time on a thread of its own: `handle` gets each
+/// accepted descriptor, which is closed after it returns. The test origins below are each a
+/// `handle`.
+final class SequentialOrigin: @unchecked Sendable {
     private let listenFD: Int32
     private var thread: OSThread?
-    private let body: [UInt8]
     private let stopped = Locked(false)
 
-    init(namespace: NetworkNamespace, address: SocketAddress, body: String) throws {
+    init(namespace: NetworkNamespace, address: SocketAddress, name: String, handle: @escaping @Sendable (Int32) -> Void) throws {
         listenFD = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address) }
-        self.body = Array(body.utf8)
-        thread = OSThread(name: "http-origin") { [self] in serve() }
-    }
-
-    private func serve() {
-        while !stopped.value {
-            let fd = accept(listenFD, nil, nil)
-            guard fd >= 0 else { return }
-            var header: [UInt8] = []
-            var byte: UInt8 = 0
-            while !(header.count >= 4 && header.suffix(4) == [13, 10, 13, 10]), header.count < 8192, recv(fd, &byte, 1, 0) == 1 {
-                header.append(byte)
+        thread = OSThread(name: name) { [self] in
+            while !stopped.value {
+                let fd = accept(listenFD, nil, nil)
+                guard fd >= 0 else { return }
+                handle(fd)
+                close(fd)
             }
-            let head = Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8)
-            try? (head + body).withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
-            close(fd)
         }
     }
 
@@ -359,6 +351,26 @@ final class TextHTTPServer: @unchecked Sendable {
         thread?.join()
         close(listenFD)
     }
+}
+
+/// A minimal HTTP/1.1 origin for curl: answers every request with `body`, then closes.
+final class TextHTTPServer: Sendable {
+    private let origin: SequentialOrigin
+
+    init(namespace: NetworkNamespace, address: SocketAddress, body: String) throws {
+        let body = Array(body.utf8)
+        origin = try SequentialOrigin(namespace: namespace, address: address, name: "http-origin") { fd in
+            var header: [UInt8] = []
+            var byte: UInt8 = 0
+            while !(header.count >= 4 && header.suffix(4) == [13, 10, 13, 10]), header.count < 8192, recv(fd, &byte, 1, 0) == 1 {
+                header.append(byte)
+            }
+            let head = Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8)
+            try? (head + body).withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+        }
+    }
+
+    func stop() { origin.stop() }
 }
 
 /// `mptcp-proxy check` and `keygen` as an operator runs them, in a namespace of their own that

@@ -269,35 +269,19 @@ func expectRefused(_ chain: ProxyChain, with code: ConvertErrorCode) throws -> C
 
 /// An origin for exchanges: reads a 100-byte request, answers with it reversed at once, then
 /// reads to the client's EOF before it closes (so the connection's end is the client's call).
-final class AnswerThenDrainServer: @unchecked Sendable {
-    private let listenFD: Int32
-    private var thread: OSThread?
-    private let stopped = Locked(false)
+final class AnswerThenDrainServer: Sendable {
+    private let origin: SequentialOrigin
 
     init(namespace: NetworkNamespace, address: SocketAddress) throws {
-        listenFD = try OSThread.run(in: namespace) { try BlockingSocket.listen(on: address) }
-        thread = OSThread(name: "answer-origin") { [self] in serve() }
-    }
-
-    private func serve() {
-        while !stopped.value {
-            let fd = accept(listenFD, nil, nil)
-            guard fd >= 0 else { return }
+        origin = try SequentialOrigin(namespace: namespace, address: address, name: "answer-origin") { fd in
             var tv = timeval(tv_sec: 10, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            if let request = try? BlockingSocket.readExactly(fd, 100) {
-                try? Array(request.reversed()).withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
-                var byte: UInt8 = 0
-                while recv(fd, &byte, 1, 0) == 1 {}
-            }
-            close(fd)
+            guard let request = try? BlockingSocket.readExactly(fd, 100) else { return }
+            try? Array(request.reversed()).withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+            var byte: UInt8 = 0
+            while recv(fd, &byte, 1, 0) == 1 {}
         }
     }
 
-    func stop() {
-        stopped.update { $0 = true }
-        shutdown(listenFD, Int32(SHUT_RDWR))
-        thread?.join()
-        close(listenFD)
-    }
+    func stop() { origin.stop() }
 }
