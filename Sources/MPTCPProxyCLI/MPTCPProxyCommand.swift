@@ -272,6 +272,8 @@ struct ClientCommand: ParsableCommand {
             pmConfiguration.metricsFactory = service.metrics.metricsFactory
             // While a path is failed, connections to the servers start from a healthy one.
             pmConfiguration.onUpstreamSources = { [servers = service.serverEndpoints] in servers?.setUpstreamSources($0) }
+            // A connection whose SYN left from a path that then failed starts again elsewhere.
+            pmConfiguration.onPathsLost = { [service] in service.pathsLost($0) }
             let pathManager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
             // A failed health check or connection may be a dead path: the manager looks at once.
             service.serverEndpoints?.onFailure { [weak pathManager] in pathManager?.sampleSoon() }

@@ -33,6 +33,11 @@ public struct PathManagerConfiguration: Sendable {
     /// change (PathPolicy.sources(avoiding:) the failed and unproven paths; empty: routing chooses). The client
     /// passes them to its server endpoints, whose dials and health checks bind to them.
     public var onUpstreamSources: (@Sendable ([IPAddress]) -> Void)?
+    /// Told the local addresses that stopped being paths in use (link or address gone, or
+    /// health took the path out), after any change of the upstream sources they cause. The
+    /// client restarts its connections to the servers whose SYN left from one of them and is
+    /// still unanswered: the answer would come back over the path that failed, if at all.
+    public var onPathsLost: (@Sendable (Set<IPAddress>) -> Void)?
     /// After `sampleSoon()`, sample at the fast rate for this long even with nothing to
     /// watch: the next connection attempts are then seen from their first SYN.
     public var alertSamplingMilliseconds: UInt64 = 5_000
@@ -141,7 +146,15 @@ public final class PathManagerService: @unchecked Sendable {
         var nextSample = monotonicMilliseconds()
         var upstreamSources: [IPAddress] = []
         var alertUntil: UInt64 = 0
+        var inUse = policy.activePathAddresses
         while !stopRequested.load(ordering: .acquiring) {
+            // Once per turn, after the sources have followed whatever this turn changed.
+            defer {
+                let now = policy.activePathAddresses
+                let lost = inUse.subtracting(now)
+                inUse = now
+                if !lost.isEmpty { configuration.onPathsLost?(lost) }
+            }
             let now = monotonicMilliseconds()
             var deadline: UInt64? = health != nil && (sampling || now < alertUntil) ? nextSample : nil
             if let due = health?.nextDeadline { deadline = min(deadline ?? due, due) }

@@ -184,6 +184,10 @@ public final class ProxyMetrics: Sendable {
     /// New connections changed server (another one, or none at all).
     func serverFailover(count amount: Int = 1) { count("mptcp_proxy_server_failovers_total", by: amount) }
 
+    /// A connection attempt to a server started again because its SYN left from a path that
+    /// failed before the answer came (`ProxyService.pathsLost`).
+    func dialRestarted() { count("mptcp_proxy_dial_restarts_total") }
+
     func reloaded(success: Bool) { count("mptcp_proxy_reloads_total", Label(name: "result", value: success ? "success" : "failure")) }
 
     func logLinesDropped(_ count: Int) { self.count("mptcp_proxy_log_lines_suppressed_total", by: count) }

@@ -51,6 +51,8 @@ public final class ProxyService: @unchecked Sendable {
     private let companions: [ServiceCompanion]
     private var housekeeping: LoopGroup?
     private var contexts: [ConnectionContext] = []
+    /// The loops and their connection tables while running, for a path manager's thread.
+    private let running = Mutex<[(loop: EventLoop, table: ConnectionTable)]>([])
     /// Per loop, its listeners by address; each set is touched only on its loop's thread.
     private final class LoopListeners {
         var byAddress: [SocketAddress: Listener] = [:]
@@ -94,6 +96,7 @@ public final class ProxyService: @unchecked Sendable {
             self.group = nil
             throw error
         }
+        running.withLock { [contexts] in $0 = contexts.map { ($0.loop, $0.table) } }
         for spec in specs { logListening(spec) }
         if !companions.isEmpty {
             do {
@@ -160,10 +163,23 @@ public final class ProxyService: @unchecked Sendable {
         return specs.compactMap { first.byAddress[$0.address]?.socket.localAddress() }
     }
 
+    /// The client's path manager took these local addresses out of use (link or address gone,
+    /// or the path found dead). A connection to a server whose SYN left from one of them and
+    /// is still unanswered would wait for its whole connect timeout: the answer comes back over
+    /// the failed path, if at all. Each loop starts such attempts again, from the upstream
+    /// sources now in force or wherever routing now sends them. Returns at once.
+    public func pathsLost(_ lost: Set<IPAddress>) {
+        let sources = serverEndpoints?.upstreamSources.filter { !lost.contains($0) } ?? []
+        for (loop, table) in running.withLock({ $0 }) {
+            loop.execute { table.pathsLost(lost, sources: sources) }
+        }
+    }
+
     /// Graceful shutdown: stop accepting, let running connections finish for up to
     /// `drainTimeout` milliseconds, then end the rest and stop the loops.
     public func shutdown(drainTimeout: UInt64) {
         guard let group else { return }
+        running.withLock { $0 = [] }
         companions.forEach { $0.stop() }
         housekeeping?.shutdown()
         housekeeping = nil

@@ -113,6 +113,7 @@ final class ProxyChain {
         if var configuration = pathManager {
             configuration.namespace = testbed.namespace(.gw)
             configuration.onUpstreamSources = { [servers = client.serverEndpoints] in servers?.setUpstreamSources($0) }
+            configuration.onPathsLost = { [client] in client.pathsLost($0) }
             let manager = PathManagerService(configuration: configuration, logger: logger)
             client.serverEndpoints?.onFailure { [weak manager] in manager?.sampleSoon() }
             self.pathManager = manager

@@ -72,6 +72,9 @@ final class ConnectionContext {
 /// A live connection, as the table of its loop knows it (so shutdown can end it).
 protocol TrackedConnection: AnyObject {
     func finish(_ reason: CloseReason, reset: Bool)
+    /// These local addresses stopped being paths in use: restart any connection attempt whose
+    /// SYN left from one of them, from `sources` (or wherever routing now says).
+    func pathsLost(_ lost: Set<IPAddress>, sources: [IPAddress])
 }
 
 /// The live connections of one loop, so shutdown can find and end them.
@@ -97,6 +100,12 @@ final class ConnectionTable {
     /// Ends every connection (a connection's context, and so this table, lives until then).
     func finishAll(_ reason: CloseReason) {
         for connection in Array(connections.values) { connection.finish(reason, reset: true) }
+    }
+
+    /// Tells every connection of the loop (a path failure is rare; a connection that is not
+    /// dialling returns at once).
+    func pathsLost(_ lost: Set<IPAddress>, sources: [IPAddress]) {
+        for connection in Array(connections.values) { connection.pathsLost(lost, sources: sources) }
     }
 
     var count: Int { connections.count }

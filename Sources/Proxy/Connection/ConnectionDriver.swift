@@ -387,14 +387,49 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             case nil:
                 break
             }
-            guard let index = decision.start else { return }
-            switch openAttempt(dial.plan, index) {
-            case .success(let attempt):
-                dial.attempts.append(OpenAttempt(index: index, socket: attempt.socket, isMPTCP: attempt.isMPTCP))
-                guard attempt.connected else { return }
-                decision = dial.scheduler.attemptSucceeded(index)
-            case .failure(let error):
-                decision = dial.scheduler.attemptFailed(index, errno: error.errno)
+            guard let index = decision.start, let next = startAttempt(index, dial) else { return }
+            decision = next
+        }
+    }
+
+    /// Opens attempt `index`: nil while it waits for its connect, else what the scheduler makes
+    /// of it having connected or failed at once.
+    private func startAttempt(_ index: Int, _ dial: DialState) -> DialScheduler.Decision? {
+        switch openAttempt(dial.plan, index) {
+        case .success(let attempt):
+            dial.attempts.append(OpenAttempt(index: index, socket: attempt.socket, isMPTCP: attempt.isMPTCP))
+            return attempt.connected ? dial.scheduler.attemptSucceeded(index) : nil
+        case .failure(let error):
+            return dial.scheduler.attemptFailed(index, errno: error.errno)
+        }
+    }
+
+    /// An attempt's SYN that left from a path now out of use waits for an answer that would
+    /// come back over that path, if at all: a connection opened as its uplink failed would
+    /// hang for the whole connect timeout (the soak's 30 s stalls). Such an attempt is closed
+    /// and opened again to the same server from `sources` (or where routing now sends it),
+    /// with the same request: the server's replay cache refuses it should the first SYN have
+    /// been answered and its request read after all, so a request is never acted on twice.
+    /// Established connections are left alone: moving their data is the kernel's, across the
+    /// subflows it has. Bounded per dial, as each restart needs another path to fail.
+    func pathsLost(_ lost: Set<IPAddress>, sources: [IPAddress]) {
+        guard !isClosed, let h = handshake, let dial = h.dial else { return }
+        let stranded = dial.attempts.filter { attempt in
+            attempt.socket.socket.localAddress().map { lost.contains($0.address) } ?? false
+        }
+        for attempt in stranded {
+            guard dial.restarts < DialState.restartLimit else { return }
+            dial.restarts += 1
+            let from = attempt.socket.socket.localAddress().map { "\($0.address)" } ?? "?"
+            _ = dial.remove(attempt.index)
+            loop.deregister(attempt.socket.fd)
+            attempt.socket.close(reset: true)
+            dial.plan.sources = sources
+            context.metrics.dialRestarted()
+            context.logger.notice("connection \(facts.peer.map { "\($0)" } ?? "?"): connecting to \(dial.plan.candidates[attempt.index]) again from \(sources.first.map { "\($0)" } ?? "where routing sends it"): the first SYN left from \(from), a path now out of use")
+            if let decision = startAttempt(attempt.index, dial) {
+                carryOut(decision, dial, h)
+                if h.dial !== dial { return }
             }
         }
     }
@@ -893,8 +928,11 @@ private struct OpenAttempt {
 
 /// The attempts of one dial (Happy Eyeballs) and their sockets (its deadlines are the driver's).
 private final class DialState {
-    let plan: DialPlan
+    /// Restarts of attempts stranded on a failed path (`pathsLost`) one dial may make.
+    static let restartLimit = 3
+    var plan: DialPlan
     var scheduler: DialScheduler
+    var restarts = 0
     /// At most one per candidate, usually one: an array, where a dictionary and two sets
     /// cost a hash table each per connection.
     var attempts: [OpenAttempt] = []
