@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <linux/tcp.h>
+#include <linux/mptcp.h>
+#include <netinet/in.h>
 #include "mpx_mptcp_kernel.h"
 
 _Static_assert(sizeof(struct mpx_mptcp_info) == 96, "mptcp_info is 96 bytes on 6.18");
@@ -52,6 +54,40 @@ int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int 
     for (uint32_t i = 0; i < filled; i++) {
         out[i].tcp_state = reply.subflows[i].tcpi_state;
         out[i].rtt_us = reply.subflows[i].tcpi_rtt;
+    }
+    return (int)filled;
+}
+
+// struct mptcp_subflow_addrs (in the 6.1 header already, unchanged since 5.16): two unions of
+// a __kernel_sockaddr_storage, local first.
+_Static_assert(sizeof(struct mptcp_subflow_addrs) == 256, "mptcp_subflow_addrs is 256 bytes");
+
+int mpx_mptcp_subflow_locals(int fd, struct mpx_subflow_local *out, int max) {
+    struct {
+        struct mpx_mptcp_subflow_data header;
+        struct mptcp_subflow_addrs subflows[MPX_SUBFLOWS_AT_MOST];
+    } reply;
+    memset(&reply, 0, sizeof reply);
+    reply.header.size_subflow_data = sizeof reply.header;
+    reply.header.size_user = sizeof reply.subflows[0];
+    socklen_t length = sizeof reply;
+    if (getsockopt(fd, 284 /* SOL_MPTCP */, MPX_MPTCP_SUBFLOW_ADDRS, &reply, &length) != 0) return -1;
+    if (reply.header.size_user != sizeof reply.subflows[0]) {
+        errno = EPROTO;
+        return -1;
+    }
+    uint32_t filled = reply.header.num_subflows;
+    if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
+    if (max < 0) max = 0;
+    if (filled > (uint32_t)max) filled = (uint32_t)max;
+    for (uint32_t i = 0; i < filled; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].family = reply.subflows[i].sa_family;
+        if (out[i].family == AF_INET) {
+            memcpy(out[i].address, &reply.subflows[i].sin_local.sin_addr, 4);
+        } else if (out[i].family == AF_INET6) {
+            memcpy(out[i].address, &reply.subflows[i].sin6_local.sin6_addr, 16);
+        }
     }
     return (int)filled;
 }

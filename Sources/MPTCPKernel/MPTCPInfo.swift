@@ -90,6 +90,23 @@ extension Socket {
         }
     }
 
+    /// The local address of each subflow (MPTCP_SUBFLOW_ADDRS), or nil where the kernel gives
+    /// none (plain TCP, or fallback). At most 8 subflows are reported.
+    public func mptcpSubflowLocalAddresses() -> [IPAddress]? {
+        withUnsafeTemporaryAllocation(of: mpx_subflow_local.self, capacity: 8) { buffer in
+            let n = mpx_mptcp_subflow_locals(fd, buffer.baseAddress, Int32(buffer.count))
+            guard n >= 0 else { return nil }
+            return buffer.prefix(Int(n)).compactMap { entry -> IPAddress? in
+                let bytes = withUnsafeBytes(of: entry.address) { Array($0) }
+                switch Int32(entry.family) {
+                case AF_INET: return .v4(AddressBytes(bytes[0..<4]))
+                case AF_INET6: return .v6(AddressBytes(bytes[0..<16]))
+                default: return nil
+                }
+            }
+        }
+    }
+
     /// Which transport a connected socket ended up with. `isMPTCP`, when the caller already
     /// knows the socket's protocol, saves the SO_PROTOCOL query.
     public func transportKind(isMPTCP: Bool? = nil) -> TransportKind {

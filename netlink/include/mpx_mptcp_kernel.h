@@ -73,6 +73,17 @@ struct mpx_subflow_handshake {
 // it filled, or -1 with errno set (EOPNOTSUPP for a socket that fell back to TCP).
 int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int max);
 
+// The local address of one subflow (MPTCP_SUBFLOW_ADDRS): AF_INET or AF_INET6, and the
+// address in network order (IPv4 in the first 4 bytes).
+struct mpx_subflow_local {
+    uint16_t family;
+    uint8_t address[16];
+};
+
+// Fills up to `max` entries with the local addresses of `fd`'s subflows and returns how many it
+// filled, or -1 with errno set (EOPNOTSUPP for a socket that fell back to TCP).
+int mpx_mptcp_subflow_locals(int fd, struct mpx_subflow_local *out, int max);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,6 +64,8 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         var outboundSend = SendBuffer()
         var lastPeek = 0
         var dial: DialState?
+        /// After a client's dial: what starting again on another path needs (`pathsLost`).
+        var redial: Redial?
         /// A send on the inbound socket waits for the client's MPTCP key (see `peerKeyReceived`).
         var awaitingPeerKey = false
         var resolving = false
@@ -254,6 +256,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         } else {
             h.outboundSend.bytes += bytes
             h.outboundSend.notify = notify
+            h.redial?.lateData.append(bytes)
         }
         return flush(side, h)
     }
@@ -404,35 +407,92 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         }
     }
 
-    /// An attempt's SYN that left from a path now out of use waits for an answer that would
-    /// come back over that path, if at all: a connection opened as its uplink failed would
-    /// hang for the whole connect timeout (the soak's 30 s stalls). Such an attempt is closed
-    /// and opened again to the same server from `sources` (or where routing now sends it),
-    /// with the same request: the server's replay cache refuses it should the first SYN have
-    /// been answered and its request read after all, so a request is never acted on twice.
-    /// Established connections are left alone: moving their data is the kernel's, across the
-    /// subflows it has. Bounded per dial, as each restart needs another path to fail.
+    /// A connection to the server whose first subflow left from a path now out of use, with
+    /// nothing back from the server yet, waits for an answer that would come back over that
+    /// path, if at all: a connection opened as its uplink failed would hang until its
+    /// handshake deadline (the soak's stalls). Two moments:
+    /// - its SYN is unanswered (the dial is still on): the attempt is closed and opened again;
+    /// - the subflow was up, but nothing came back before the path failed: no DATA_ACK, so the
+    ///   kernel never counted the connection fully established and made no join, and there is
+    ///   no other subflow to carry the request or the reply. The socket is replaced and the
+    ///   request and every byte sent behind it go again.
+    /// Either way the new one goes to the same server from `sources` (or where routing now
+    /// sends it) with the same signed request. The server's replay cache refuses that copy if
+    /// the first did arrive and was read after all, so a request is never acted on twice; the
+    /// LAN host then gets a refusal at once instead of a reset seconds later. A connection with
+    /// a subflow left on a path in use, or with a byte from the server, is left alone: moving
+    /// its data is the kernel's. Bounded per connection: each restart needs a path to fail.
     func pathsLost(_ lost: Set<IPAddress>, sources: [IPAddress]) {
-        guard !isClosed, let h = handshake, let dial = h.dial else { return }
+        guard !isClosed, let h = handshake, context.mptcpLeg == .outbound else { return }
+        if let dial = h.dial {
+            restartAttempts(dial, h, lost: lost, sources: sources)
+        } else {
+            restartUnanswered(h, lost: lost, sources: sources)
+        }
+    }
+
+    private func restartAttempts(_ dial: DialState, _ h: Handshake, lost: Set<IPAddress>, sources: [IPAddress]) {
         let stranded = dial.attempts.filter { attempt in
             attempt.socket.socket.localAddress().map { lost.contains($0.address) } ?? false
         }
         for attempt in stranded {
-            guard dial.restarts < DialState.restartLimit else { return }
+            guard dial.restarts < Self.restartLimit else { return }
             dial.restarts += 1
             let from = attempt.socket.socket.localAddress().map { "\($0.address)" } ?? "?"
             _ = dial.remove(attempt.index)
-            loop.deregister(attempt.socket.fd)
-            attempt.socket.close(reset: true)
+            forgetSocket(attempt.socket)
             dial.plan.sources = sources
-            context.metrics.dialRestarted()
-            context.logger.notice("connection \(facts.peer.map { "\($0)" } ?? "?"): connecting to \(dial.plan.candidates[attempt.index]) again from \(sources.first.map { "\($0)" } ?? "where routing sends it"): the first SYN left from \(from), a path now out of use")
+            noteRestart(to: dial.plan.candidates[attempt.index], from: from, sources: sources, why: "its SYN left from")
             if let decision = startAttempt(attempt.index, dial) {
                 carryOut(decision, dial, h)
                 if h.dial !== dial { return }
             }
         }
     }
+
+    private func restartUnanswered(_ h: Handshake, lost: Set<IPAddress>, sources: [IPAddress]) {
+        guard var redial = h.redial, redial.restarts < Self.restartLimit, let old = outbound,
+              let local = old.socket.localAddress(), lost.contains(local.address),
+              let info = old.socket.mptcpInfo(), !info.fallback, info.bytesReceived == 0,
+              (old.socket.mptcpSubflowLocalAddresses() ?? []).allSatisfy({ lost.contains($0) })
+        else { return }
+        redial.restarts += 1
+        redial.plan.sources = sources
+        h.redial = redial
+        forgetSocket(old)
+        noteRestart(to: redial.plan.candidates[redial.index], from: "\(local.address)", sources: sources,
+                    why: "nothing came back, and it has no subflow but from")
+        switch openAttempt(redial.plan, redial.index) {
+        case .failure(let error):
+            context.logger.debug("outbound: \(error)")
+            run(.upstream(h.upstream.closed(.outbound)))
+        case .success(let attempt):
+            outbound = attempt.socket
+            outboundWatchesWrites = true  // registered so for its connect
+            outboundMayRead = false
+            // Everything sent so far, again, in order; whoever waited for the last of it (late
+            // data) is told when this has gone.
+            h.outboundSend.bytes = redial.plan.initialData + redial.lateData.joined()
+            h.outboundSend.offset = 0
+            run(flush(.outbound, h))
+        }
+    }
+
+    /// A socket of this connection closed for good before relaying: its descriptor number may
+    /// come back at once for the next socket, so nothing may remember it.
+    private func forgetSocket(_ socket: OwnedSocket) {
+        hungUpBeforeRelay.removeAll { $0 == socket.fd }
+        loop.deregister(socket.fd)
+        socket.close(reset: true)
+    }
+
+    private func noteRestart(to server: SocketAddress, from: String, sources: [IPAddress], why: String) {
+        context.metrics.dialRestarted()
+        context.logger.notice("connection \(facts.peer.map { "\($0)" } ?? "?"): connecting to \(server) again from \(sources.first.map { "\($0)" } ?? "where routing sends it"): \(why) \(from), a path now out of use")
+    }
+
+    /// Restarts of a connection to the server stranded on a failed path (`pathsLost`).
+    private static var restartLimit: Int { 3 }
 
     /// Opens, configures and connects one attempt; `connected` when the kernel says so at once
     /// (or, with TCP_FASTOPEN_CONNECT, defers the handshake to the first write).
@@ -524,6 +584,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         outboundMayRead = !won.connectedEmpty
         if context.mptcpLeg == .outbound { legIsMPTCP = won.isMPTCP }
         let address = dial.plan.candidates[winner]
+        if context.mptcpLeg == .outbound { h.redial = Redial(plan: dial.plan, index: winner, restarts: dial.restarts) }
         if !dial.plan.initialData.isEmpty {
             h.outboundSend.bytes += dial.plan.initialData
             _ = flush(.outbound, h)  // no one is notified: the upstream goes on at once
@@ -909,6 +970,15 @@ private struct PendingRead {
 }
 
 /// Bytes waiting to go out on one socket, and who is told when they are out.
+/// A client's dial that connected, kept while the handshake lasts: the plan (its request and
+/// first bytes), the server it reached, and what was sent behind them.
+private struct Redial {
+    var plan: DialPlan
+    var index: Int
+    var lateData: [[UInt8]] = []
+    var restarts: Int
+}
+
 private struct SendBuffer {
     var bytes: [UInt8] = []
     var offset = 0
@@ -928,8 +998,6 @@ private struct OpenAttempt {
 
 /// The attempts of one dial (Happy Eyeballs) and their sockets (its deadlines are the driver's).
 private final class DialState {
-    /// Restarts of attempts stranded on a failed path (`pathsLost`) one dial may make.
-    static let restartLimit = 3
     var plan: DialPlan
     var scheduler: DialScheduler
     var restarts = 0

@@ -111,7 +111,8 @@ struct Churn: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let target = try SocketAddress(parsing: to)
         let tally = Tally()
-        let deadline = Date().addingTimeInterval(seconds)
+        let started = Date()
+        let deadline = started.addingTimeInterval(seconds)
         let (maxSize, clientShare, originShare) = (max, clientResets, originResets)
         let threads = (0..<workers).map { worker in
             OSThread(name: "churn") {
@@ -137,7 +138,9 @@ struct Churn: ParsableCommand {
                             _ = try HashServer.transfer(to: target, upload: up, download: down, seed: seed, timeoutSeconds: 30)
                             tally.add { $0.checked += 1; $0.bytes += up + down }
                         } catch {
-                            tally.add { $0.unexpected.append("transfer \(seed) (\(up) up, \(down) down): \(error)") }
+                            // When, to set beside the flaps and the proxies' log lines.
+                            let at = Date()
+                            tally.add { $0.unexpected.append("transfer \(seed) (\(up) up, \(down) down), failed \(String(format: "%.3f", at.timeIntervalSince(started))) s into the churn (\(at)): \(error)") }
                         }
                     }
                     usleep(UInt32.random(in: 0...4000))
