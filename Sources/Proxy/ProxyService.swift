@@ -26,6 +26,12 @@ struct ListenerSpec {
 protocol ServiceCompanion: AnyObject, Sendable {
     func start(on loop: EventLoop)
     func stop()
+    /// The client's path manager took these local addresses out of use (`ProxyService.pathsLost`).
+    func pathsLost(_ lost: Set<IPAddress>)
+}
+
+extension ServiceCompanion {
+    func pathsLost(_ lost: Set<IPAddress>) {}
 }
 
 /// Loops, listeners and graceful shutdown, shared by the client and the server.
@@ -173,6 +179,8 @@ public final class ProxyService: @unchecked Sendable {
         for (loop, table) in running.withLock({ $0 }) {
             loop.execute { table.pathsLost(lost, sources: sources) }
         }
+        // A server health check stranded the same way would count against a server that is fine.
+        for companion in companions { companion.pathsLost(lost) }
     }
 
     /// Graceful shutdown: stop accepting, let running connections finish for up to

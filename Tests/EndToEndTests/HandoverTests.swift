@@ -2,6 +2,7 @@ import DataPlane
 import Glibc
 import MPTCPKernel
 import PathManager
+import Proxy
 import TestSupport
 import Testing
 
@@ -109,14 +110,8 @@ struct HandoverTests {
         if !scenario.blackHole { configuration.health = nil }
         // A black hole is found in 1-4 s (path health); a generous handshake deadline keeps a
         // slow verdict from failing the test, and the transfer's own deadline comes first.
-        try withChain(pathManager: configuration, adjustClient: { $0.timeouts.handshake = 12_000 }, beforeStart: { testbed in
-            // As a gateway's DHCP clients leave it: a route to the server through every uplink,
-            // wifi preferred (the testbed's one route, through wifi, would vanish with it).
-            _ = try testbed.exec(.gw, ["ip", "route", "del", Testbed.serverAddress])
-            for index in 1...3 {
-                _ = try testbed.exec(.gw, ["ip", "route", "add", Testbed.serverAddress, "via", "10.1.\(index).2", "metric", "\(index * 100)"])
-            }
-        }) { chain in
+        try withChain(pathManager: configuration, adjustClient: { $0.timeouts.handshake = 12_000 },
+                      beforeStart: routeToTheServerThroughEveryUplink) { chain in
             let testbed = chain.testbed
             _ = try chain.transfer(upload: 64 << 10, download: 64 << 10, seed: 51, timeoutSeconds: 10)
             // From now on a new connection over wifi stops where its uplink is made to die:
@@ -163,6 +158,50 @@ struct HandoverTests {
             #expect(restarts?.hasSuffix(" 1") == true || restarts?.hasSuffix(" 1.0") == true, "\(restarts ?? "no restart counted")")
             #expect(done >= cut, "the connection got through before wifi failed: the rule did not hold it")
         }
+    }
+
+    @Test("a server health check whose SYN waits on wifi as wifi goes down is dropped, not counted against the server, and checked again at once from another uplink")
+    func healthCheckStrandedOnALostPathDoesNotCount() throws {
+        var configuration = allActiveConfiguration()
+        configuration.health = nil
+        var health = ServerHealthSettings()
+        health.fall = 1  // one failed check would take the only server down
+        try withChain(pathManager: configuration, serverHealth: health, beforeStart: routeToTheServerThroughEveryUplink) { chain in
+            let testbed = chain.testbed
+            // Nothing but the checks talks to the server now; from here on they wait on wifi.
+            for command in [["add", "table", "ip", "strand"],
+                            ["add", "chain", "ip", "strand", "in", "{ type filter hook prerouting priority -300; }"],
+                            ["add", "rule", "ip", "strand", "in", "iifname", "wifi", "tcp", "sport", "4443",
+                             "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"]] {
+                _ = try testbed.exec(.gw, ["nft"] + command)
+            }
+            var stranded = false
+            for _ in 0..<150 where !stranded {
+                usleep(20_000)
+                stranded = !((try? testbed.exec(.gw, ["ss", "-tnH", "state", "syn-sent", "( dport = :4443 and src 10.1.1.1 )"])) ?? "").isEmpty
+            }
+            try #require(stranded, "no health check waited on wifi")
+            _ = try testbed.exec(.gw, ["ip", "link", "set", "wifi", "down"])
+            // Past the stranded check's timeout (1 s) and the next check's interval.
+            usleep(2_500_000)
+            let servers = try #require(chain.client.serverEndpoints)
+            let server = try SocketAddress(parsing: "\(Testbed.serverAddress):\(ProxyChain.serverPort)")
+            let failovers = chain.client.metrics.render().split(separator: "\n").first { $0.hasPrefix("mptcp_proxy_server_failovers_total{") }
+            print("health check stranded on wifi: server up \(servers.isUp(server)), \(failovers ?? "no failover count")")
+            #expect(servers.isUp(server), "the stranded check counted against the server")
+            #expect(failovers?.hasSuffix(" 0") == true || failovers?.hasSuffix(" 0.0") == true, "\(failovers ?? "no failover count")")
+            // And LAN connections get through, every byte checked.
+            _ = try chain.transfer(upload: 64 << 10, download: 64 << 10, seed: 53, timeoutSeconds: 10)
+        }
+    }
+}
+
+/// As a gateway's DHCP clients leave it: a route to the server through every uplink, wifi
+/// preferred (the testbed's one route, through wifi, would vanish with it).
+func routeToTheServerThroughEveryUplink(_ testbed: Testbed) throws {
+    _ = try testbed.exec(.gw, ["ip", "route", "del", Testbed.serverAddress])
+    for index in 1...3 {
+        _ = try testbed.exec(.gw, ["ip", "route", "add", Testbed.serverAddress, "via", "10.1.\(index).2", "metric", "\(index * 100)"])
     }
 }
 

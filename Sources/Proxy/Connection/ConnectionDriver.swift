@@ -470,6 +470,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
             outbound = attempt.socket
             outboundWatchesWrites = true  // registered so for its connect
             outboundMayRead = false
+            legIsMPTCP = attempt.isMPTCP
             // Everything sent so far, again, in order; whoever waited for the last of it (late
             // data) is told when this has gone.
             h.outboundSend.bytes = redial.plan.initialData + redial.lateData.joined()
@@ -969,7 +970,6 @@ private struct PendingRead {
     var turn: Turn
 }
 
-/// Bytes waiting to go out on one socket, and who is told when they are out.
 /// A client's dial that connected, kept while the handshake lasts: the plan (its request and
 /// first bytes), the server it reached, and what was sent behind them.
 private struct Redial {
@@ -979,6 +979,7 @@ private struct Redial {
     var restarts: Int
 }
 
+/// Bytes waiting to go out on one socket, and who is told when they are out.
 private struct SendBuffer {
     var bytes: [UInt8] = []
     var offset = 0

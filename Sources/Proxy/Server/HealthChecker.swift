@@ -72,6 +72,17 @@ public final class HealthChecker: @unchecked Sendable {
         }
     }
 
+    /// These local addresses stopped being paths in use: a check in flight from one of them
+    /// waits for an answer that would come back over the failed path, and its timeout would
+    /// count against a target that is fine (two such, and a client's only server is "down",
+    /// refusing every LAN connection until it has passed twice more). Such a check is dropped
+    /// unreported and a new one starts at once, from the source its target now gives.
+    public func pathsLost(_ lost: Set<IPAddress>) {
+        loop.execute { [self] in
+            checks.forEach { $0.pathsLost(lost) }
+        }
+    }
+
     /// Stops every check (on the loop; the loop itself belongs to the caller).
     public func stop() {
         loop.execute { [self] in
@@ -123,6 +134,14 @@ private final class TargetCheck: EventHandler {
         } catch {
             conclude(false, "\(error)")
         }
+    }
+
+    /// See `HealthChecker.pathsLost`.
+    func pathsLost(_ lost: Set<IPAddress>) {
+        guard !stopped, let socket, let local = socket.socket.localAddress(), lost.contains(local.address) else { return }
+        deadline.cancel()
+        closeSocket()
+        begin()  // re-arms the interval from now
     }
 
     private func established() {

@@ -175,4 +175,8 @@ final class ServerHealthMonitor: ServiceCompanion {
     func stop() {
         checker.withLock { $0 }?.stop()
     }
+
+    func pathsLost(_ lost: Set<IPAddress>) {
+        checker.withLock { $0 }?.pathsLost(lost)
+    }
 }
