@@ -30,32 +30,43 @@ _Static_assert(offsetof(struct tcp_info, tcpi_rtt) == 68, "tcpi_rtt @68");
 
 enum { MPX_SUBFLOWS_AT_MOST = 8 };
 
+// One of the per-subflow array options (MPTCP_TCPINFO, MPTCP_SUBFLOW_ADDRS) into `buffer`: a
+// struct whose first member is the header, then MPX_SUBFLOWS_AT_MOST elements of
+// `element_size` bytes, `buffer_size` in all.
+// Returns how many elements were filled (at most MPX_SUBFLOWS_AT_MOST and `max`), or -1 with
+// errno set. The kernel strides its array by min(size_user, its own element size): a kernel
+// whose element is smaller than ours would place the entries elsewhere, so refuse (EPROTO)
+// rather than misread.
+static int subflow_array(int fd, int optname, void *buffer, size_t buffer_size, uint32_t element_size, int max) {
+    memset(buffer, 0, buffer_size);
+    struct mpx_mptcp_subflow_data *reply = buffer;
+    reply->size_subflow_data = sizeof *reply;
+    reply->size_user = element_size;
+    socklen_t length = (socklen_t)buffer_size;
+    if (getsockopt(fd, 284 /* SOL_MPTCP */, optname, buffer, &length) != 0) return -1;
+    if (reply->size_user != element_size) {
+        errno = EPROTO;
+        return -1;
+    }
+    // The kernel says how many subflows exist and copies as many as fit the buffer we gave it.
+    uint32_t filled = reply->num_subflows;
+    if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
+    if (max < 0) max = 0;
+    if (filled > (uint32_t)max) filled = (uint32_t)max;
+    return (int)filled;
+}
+
 int mpx_mptcp_subflow_handshakes(int fd, struct mpx_subflow_handshake *out, int max) {
     struct {
         struct mpx_mptcp_subflow_data header;
         struct tcp_info subflows[MPX_SUBFLOWS_AT_MOST];
     } reply;
-    memset(&reply, 0, sizeof reply);
-    reply.header.size_subflow_data = sizeof reply.header;
-    reply.header.size_user = sizeof reply.subflows[0];
-    socklen_t length = sizeof reply;
-    if (getsockopt(fd, 284 /* SOL_MPTCP */, MPX_MPTCP_TCPINFO, &reply, &length) != 0) return -1;
-    // The kernel strides its array by min(size_user, its own tcp_info): a kernel whose struct is
-    // smaller than this header's would place the entries elsewhere, so refuse rather than misread.
-    if (reply.header.size_user != sizeof reply.subflows[0]) {
-        errno = EPROTO;
-        return -1;
-    }
-    // The kernel says how many subflows exist and copies as many as fit the buffer we gave it.
-    uint32_t filled = reply.header.num_subflows;
-    if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
-    if (max < 0) max = 0;
-    if (filled > (uint32_t)max) filled = (uint32_t)max;
-    for (uint32_t i = 0; i < filled; i++) {
+    int filled = subflow_array(fd, MPX_MPTCP_TCPINFO, &reply, sizeof reply, sizeof reply.subflows[0], max);
+    for (int i = 0; i < filled; i++) {
         out[i].tcp_state = reply.subflows[i].tcpi_state;
         out[i].rtt_us = reply.subflows[i].tcpi_rtt;
     }
-    return (int)filled;
+    return filled;
 }
 
 // struct mptcp_subflow_addrs (in the 6.1 header already, unchanged since 5.16): two unions of
@@ -67,20 +78,8 @@ int mpx_mptcp_subflow_locals(int fd, struct mpx_subflow_local *out, int max) {
         struct mpx_mptcp_subflow_data header;
         struct mptcp_subflow_addrs subflows[MPX_SUBFLOWS_AT_MOST];
     } reply;
-    memset(&reply, 0, sizeof reply);
-    reply.header.size_subflow_data = sizeof reply.header;
-    reply.header.size_user = sizeof reply.subflows[0];
-    socklen_t length = sizeof reply;
-    if (getsockopt(fd, 284 /* SOL_MPTCP */, MPX_MPTCP_SUBFLOW_ADDRS, &reply, &length) != 0) return -1;
-    if (reply.header.size_user != sizeof reply.subflows[0]) {
-        errno = EPROTO;
-        return -1;
-    }
-    uint32_t filled = reply.header.num_subflows;
-    if (filled > MPX_SUBFLOWS_AT_MOST) filled = MPX_SUBFLOWS_AT_MOST;
-    if (max < 0) max = 0;
-    if (filled > (uint32_t)max) filled = (uint32_t)max;
-    for (uint32_t i = 0; i < filled; i++) {
+    int filled = subflow_array(fd, MPX_MPTCP_SUBFLOW_ADDRS, &reply, sizeof reply, sizeof reply.subflows[0], max);
+    for (int i = 0; i < filled; i++) {
         memset(&out[i], 0, sizeof out[i]);
         out[i].family = reply.subflows[i].sa_family;
         if (out[i].family == AF_INET) {
@@ -89,5 +88,5 @@ int mpx_mptcp_subflow_locals(int fd, struct mpx_subflow_local *out, int max) {
             memcpy(out[i].address, &reply.subflows[i].sin6_local.sin6_addr, 16);
         }
     }
-    return (int)filled;
+    return filled;
 }
