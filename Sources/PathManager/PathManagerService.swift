@@ -35,8 +35,8 @@ public struct PathManagerConfiguration: Sendable {
     public var onUpstreamSources: (@Sendable ([IPAddress]) -> Void)?
     /// Told the local addresses that stopped being paths in use (link or address gone, or
     /// health took the path out), after any change of the upstream sources they cause. The
-    /// client restarts its connections to the servers whose SYN left from one of them and is
-    /// still unanswered: the answer would come back over the path that failed, if at all.
+    /// client connects again those of its connections to the servers that started from one of
+    /// them and have had no answer: it would come back over the path that failed, if at all.
     public var onPathsLost: (@Sendable (Set<IPAddress>) -> Void)?
     /// After `sampleSoon()`, sample at the fast rate for this long even with nothing to
     /// watch: the next connection attempts are then seen from their first SYN.

@@ -170,9 +170,9 @@ public final class ProxyService: @unchecked Sendable {
     }
 
     /// The client's path manager took these local addresses out of use (link or address gone,
-    /// or the path found dead). A connection to a server whose SYN left from one of them and
-    /// is still unanswered would wait for its whole connect timeout: the answer comes back over
-    /// the failed path, if at all. Each loop starts such attempts again, from the upstream
+    /// or the path found dead). A connection to a server that started from one of them and has
+    /// had no answer would wait for its handshake deadline: the answer comes back over the
+    /// failed path, if at all. Each loop connects such connections again, from the upstream
     /// sources now in force or wherever routing now sends them. Returns at once.
     public func pathsLost(_ lost: Set<IPAddress>) {
         let sources = serverEndpoints?.upstreamSources.filter { !lost.contains($0) } ?? []

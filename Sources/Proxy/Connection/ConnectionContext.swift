@@ -72,8 +72,9 @@ final class ConnectionContext {
 /// A live connection, as the table of its loop knows it (so shutdown can end it).
 protocol TrackedConnection: AnyObject {
     func finish(_ reason: CloseReason, reset: Bool)
-    /// These local addresses stopped being paths in use: restart any connection attempt whose
-    /// SYN left from one of them, from `sources` (or wherever routing now says).
+    /// These local addresses stopped being paths in use: connect again, from `sources` (or
+    /// wherever routing now says), if the connection to the server started from one of them
+    /// and has had no answer (ConnectionDriver.pathsLost).
     func pathsLost(_ lost: Set<IPAddress>, sources: [IPAddress])
 }
 

@@ -432,13 +432,13 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     }
 
     private func restartAttempts(_ dial: DialState, _ h: Handshake, lost: Set<IPAddress>, sources: [IPAddress]) {
-        let stranded = dial.attempts.filter { attempt in
-            attempt.socket.socket.localAddress().map { lost.contains($0.address) } ?? false
+        let stranded = dial.attempts.compactMap { attempt -> (OpenAttempt, IPAddress)? in
+            guard let local = attempt.socket.socket.localAddress()?.address, lost.contains(local) else { return nil }
+            return (attempt, local)
         }
-        for attempt in stranded {
+        for (attempt, from) in stranded {
             guard dial.restarts < Self.restartLimit else { return }
             dial.restarts += 1
-            let from = attempt.socket.socket.localAddress().map { "\($0.address)" } ?? "?"
             _ = dial.remove(attempt.index)
             forgetSocket(attempt.socket)
             dial.plan.sources = sources
@@ -460,7 +460,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         redial.plan.sources = sources
         h.redial = redial
         forgetSocket(old)
-        noteRestart(to: redial.plan.candidates[redial.index], from: "\(local.address)", sources: sources,
+        noteRestart(to: redial.plan.candidates[redial.index], from: local.address, sources: sources,
                     why: "nothing came back, and it has no subflow but from")
         switch openAttempt(redial.plan, redial.index) {
         case .failure(let error):
@@ -487,7 +487,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
         socket.close(reset: true)
     }
 
-    private func noteRestart(to server: SocketAddress, from: String, sources: [IPAddress], why: String) {
+    private func noteRestart(to server: SocketAddress, from: IPAddress, sources: [IPAddress], why: String) {
         context.metrics.dialRestarted()
         context.logger.notice("connection \(facts.peer.map { "\($0)" } ?? "?"): connecting to \(server) again from \(sources.first.map { "\($0)" } ?? "where routing sends it"): \(why) \(from), a path now out of use")
     }
