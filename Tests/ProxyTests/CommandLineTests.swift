@@ -75,6 +75,53 @@ struct CommandLineTests {
         #expect(try code(keyA) == .notAuthorized)
     }
 
+    @Test("once listening, the server hands back start-up's code pages (resident set lower, by the kernel's count) and still serves")
+    func startupPagesAreHandedBack() throws {
+        let directory = "/tmp/mptcp-proxy-pages-\(getpid())"
+        mkdir(directory, 0o700)
+        defer { _ = try? Testbed.run(["rm", "-rf", directory]) }
+        let key = ClientKey(id: "gw", secret: Array(repeating: 3, count: 32))
+        write("\(directory)/keys", "gw " + String(repeating: "03", count: 32) + "\n")
+        let port = UInt16(20_000 + (getpid() + 7) % 20_000)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["server", "--listen", "127.0.0.1:\(port)", "--keys", "\(directory)/keys", "--loops", "1", "--log-level", "debug"]
+        let log = Foundation.Pipe()
+        process.standardError = log
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let pattern = "handed back start-up's code pages: resident "
+        #expect(waitFor { (try? readLog(log).contains(pattern)) == true })
+        let logged = try readLog(log)
+        // "resident B KB, now A KB": what the process counted around its madvise.
+        let figures = logged.components(separatedBy: pattern).last?.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) } ?? []
+        try #require(figures.count == 2, "\(logged)")
+        let (before, after) = (figures[0], figures[1])
+        #expect(before - after >= 1024, "resident \(before) KB before, \(after) KB after")
+        // The kernel's own count, read from outside the process, agrees.
+        let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
+        let resident = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? Int.max
+        #expect(resident < before, "VmRSS \(resident) KB, \(before) KB before the hand-back")
+        // The code dropped runs again: a whole handshake, refused by the rule on 127.0.0.1.
+        let fd = try BlockingSocket.connect(to: SocketAddress(.v4([127, 0, 0, 1]), port: port), timeoutSeconds: 3)
+        defer { close(fd) }
+        let request = try ConvertMessage.signedRequest(to: SocketAddress(.v4([127, 0, 0, 1]), port: 1), key: key, timestamp: unixMilliseconds())
+        try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
+        shutdown(fd, Int32(SHUT_WR))
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            reply += buffer[0..<n]
+        }
+        #expect((try? ConvertMessage.decode(reply))?.message.error?.0 == .notAuthorized)
+        #expect(process.isRunning)
+    }
+
     @Test("`mptcp-proxy pm` logs what about its namespace defeats multipath, with the fix: MPTCP off, strict rp_filter",
           .enabled(if: KernelTestGate.enabled, "needs root and netns"))
     func pathManagerReportsHostProblems() throws {

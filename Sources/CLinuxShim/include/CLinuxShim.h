@@ -43,6 +43,15 @@ int mpx_setns_net(int fd);
 // (Swift's SystemRandomNumberGenerator makes one call per 8 bytes). Returns the bytes filled.
 long mpx_getrandom(void *buffer, unsigned long len);
 
+// Drops this process's mappings of the main program's read-only segments (its code and
+// constants), which start-up faulted in; the page cache keeps them and code that runs again
+// faults its page back. Skips RELRO and refuses (-EPERM) a program with text relocations.
+// Returns the bytes advised, or -errno. startup_pages.c says why.
+long mpx_release_program_text(void);
+
+// The process's resident set in bytes (/proc/self/statm), or -1.
+long mpx_resident_bytes(void);
+
 // Thread id of the caller (for logs and per-thread namespace checks).
 int mpx_gettid(void);
 
