@@ -160,6 +160,62 @@ struct HandoverTests {
         }
     }
 
+    @Test("a connection whose request reached the server but whose answers were lost with wifi starts again with the same request, and the server refuses that copy as a replay: the LAN host is refused at once, and the request is acted on once")
+    func restartedRequestTheServerHadReadIsRefusedAsAReplay() throws {
+        var configuration = allActiveConfiguration()
+        configuration.health = nil
+        try withChain(pathManager: configuration, adjustClient: { $0.timeouts.handshake = 12_000 },
+                      beforeStart: routeToTheServerThroughEveryUplink) { chain in
+            let testbed = chain.testbed
+            _ = try chain.transfer(upload: 64 << 10, download: 64 << 10, seed: 54, timeoutSeconds: 10)
+            // From now on only the SYN-ACK of a connection over wifi comes back: the request
+            // leaves and the server acts on it (it connects to the origin), but its reply and
+            // every DATA_ACK are lost, so the gateway makes no join and has received nothing.
+            for command in [["add", "table", "ip", "strand"],
+                            ["add", "chain", "ip", "strand", "in", "{ type filter hook prerouting priority -300; }"],
+                            ["add", "rule", "ip", "strand", "in", "iifname", "wifi", "tcp", "sport", "4443",
+                             "tcp", "flags", "&", "(syn|ack)", "!=", "syn|ack", "drop"]] {
+                _ = try testbed.exec(.gw, ["nft"] + command)
+            }
+            let cutAt = Locked<UInt64?>(nil)
+            let actedOn = Locked(false)
+            let cutter = OSThread(name: "cutter") {
+                // The server has read the request once it has connected to the origin for it.
+                for _ in 0..<150 {
+                    let origin = (try? testbed.exec(.origin, ["ss", "-tnH", "state", "established", "( sport = :\(ProxyChain.originPort) )"])) ?? ""
+                    if !origin.isEmpty { actedOn.update { $0 = true }; break }
+                    usleep(20_000)
+                }
+                _ = try? testbed.exec(.gw, ["ip", "link", "set", "wifi", "down"])
+                cutAt.update { $0 = monotonicMilliseconds() }
+            }
+            var refusedAfter: UInt64?
+            do {
+                _ = try chain.transfer(upload: 1 << 20, download: 1 << 20, seed: 55, timeoutSeconds: 10)
+                Issue.record("the transfer succeeded: its request was carried twice or never stranded")
+            } catch {
+                refusedAfter = monotonicMilliseconds()
+                print("restarted request refused: \(error)")
+            }
+            cutter.join()
+            try #require(actedOn.value, "the server never connected to the origin: the request did not reach it")
+            let cut = try #require(cutAt.value)
+            let refused = try #require(refusedAfter)
+            let restarts = chain.client.metrics.render().split(separator: "\n").first { $0.hasPrefix("mptcp_proxy_dial_restarts_total{") }
+            let replays = chain.serverRecords.all.filter { "\($0.reason)".contains("replay") }
+            let clientEnd = chain.clientRecords.wait(for: 2).last
+            print("restarted request: refused \(refused >= cut ? "\(refused - cut) ms after" : "before") the cut; \(restarts ?? "no restart counted"); server replay refusals \(replays.count); client \(clientEnd.map { "\($0.reason)" } ?? "no record")")
+            #expect(restarts?.hasSuffix(" 1") == true || restarts?.hasSuffix(" 1.0") == true, "\(restarts ?? "no restart counted")")
+            #expect(replays.count == 1, "server records: \(chain.serverRecords.all.map { "\($0.reason)" })")
+            #expect(clientEnd.map { "\($0.reason)".contains("refused-by-server") } == true, "\(clientEnd.map { "\($0.reason)" } ?? "no record")")
+            // At once: well before the 12 s handshake deadline.
+            #expect(refused >= cut && refused - cut < 3_000, "refused \(Int64(refused) - Int64(cut)) ms after the cut")
+            // Acted on once: one connection to the origin for it, from the first copy.
+            let origins = (try? testbed.exec(.origin, ["ss", "-tnH", "( sport = :\(ProxyChain.originPort) )"])) ?? ""
+            #expect(origins.split(separator: "\n").filter { !$0.contains("TIME-WAIT") }.count <= 1, "\(origins)")
+        }
+    }
+
     @Test("a server health check whose SYN waits on wifi as wifi goes down is dropped, not counted against the server, and checked again at once from another uplink")
     func healthCheckStrandedOnALostPathDoesNotCount() throws {
         var configuration = allActiveConfiguration()
