@@ -40,23 +40,7 @@ struct CommandLineTests {
         }
         let server = SocketAddress(.v4([127, 0, 0, 1]), port: port)
         #expect(waitFor { FileManager.default.fileExists(atPath: "\(directory)/server.pid") })
-        // A refused destination is the cheapest exchange that proves the key was accepted.
-        let probe = SocketAddress(.v4([127, 0, 0, 1]), port: 1)
-        func code(_ key: ClientKey) throws -> ConvertErrorCode? {
-            let fd = try BlockingSocket.connect(to: server, timeoutSeconds: 3)
-            defer { close(fd) }
-            let request = try ConvertMessage.signedRequest(to: probe, key: key, timestamp: unixMilliseconds())
-            try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
-            shutdown(fd, Int32(SHUT_WR))
-            var reply: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 256)
-            while true {
-                let n = recv(fd, &buffer, buffer.count, 0)
-                if n <= 0 { break }
-                reply += buffer[0..<n]
-            }
-            return (try? ConvertMessage.decode(reply))?.message.error?.0
-        }
+        func code(_ key: ClientKey) throws -> ConvertErrorCode? { try refusalCode(from: server, key: key) }
         #expect(waitFor { (try? code(keyB)) == .notAuthorized })   // known key: refused only by the rule on 127.0.0.1
         // The log line is written by the logging thread, possibly after the reply went out.
         #expect(waitFor { (try? readLog(log).contains("refused by rule")) == true })
@@ -106,19 +90,7 @@ struct CommandLineTests {
         let resident = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? Int.max
         #expect(resident < before, "VmRSS \(resident) KB, \(before) KB before the hand-back")
         // The code dropped runs again: a whole handshake, refused by the rule on 127.0.0.1.
-        let fd = try BlockingSocket.connect(to: SocketAddress(.v4([127, 0, 0, 1]), port: port), timeoutSeconds: 3)
-        defer { close(fd) }
-        let request = try ConvertMessage.signedRequest(to: SocketAddress(.v4([127, 0, 0, 1]), port: 1), key: key, timestamp: unixMilliseconds())
-        try request.withUnsafeBytes { try BlockingSocket.writeAll(fd, $0) }
-        shutdown(fd, Int32(SHUT_WR))
-        var reply: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            reply += buffer[0..<n]
-        }
-        #expect((try? ConvertMessage.decode(reply))?.message.error?.0 == .notAuthorized)
+        #expect(try refusalCode(from: SocketAddress(.v4([127, 0, 0, 1]), port: port), key: key) == .notAuthorized)
         #expect(process.isRunning)
     }
 
@@ -148,6 +120,13 @@ struct CommandLineTests {
                 #expect("\(error)".contains(message), "\(option): \(error)")
             }
         }
+    }
+
+    /// The error the server at `server` answers `key`'s signed request for 127.0.0.1:1 with. A
+    /// destination the rules refuse is the cheapest exchange that proves the key was accepted.
+    private func refusalCode(from server: SocketAddress, key: ClientKey) throws -> ConvertErrorCode? {
+        let request = try LoopbackChain.request(to: SocketAddress(.v4([127, 0, 0, 1]), port: 1), key: key)
+        return LoopbackChain.errorCode(in: try LoopbackChain.exchange(server, request))
     }
 
     private let accumulated = Shared("")
