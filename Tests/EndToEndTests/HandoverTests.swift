@@ -122,12 +122,7 @@ struct HandoverTests {
             let rule = scenario.afterHandshake
                 ? ["oifname", "wifi", "tcp", "dport", "4443", "tcp", "flags", "&", "syn", "==", "0", "drop"]
                 : ["iifname", "wifi", "tcp", "sport", "4443", "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"]
-            for command in [["add", "table", "ip", "strand"],
-                            ["add", "chain", "ip", "strand", "in", "{ type filter hook prerouting priority -300; }"],
-                            ["add", "chain", "ip", "strand", "out", "{ type filter hook output priority -300; }"],
-                            ["add", "rule", "ip", "strand", scenario.afterHandshake ? "out" : "in"] + rule] {
-                _ = try testbed.exec(.gw, ["nft"] + command)
-            }
+            try strand(testbed, scenario.afterHandshake ? .leaving : .arriving, rule)
             let cutAt = Locked<UInt64?>(nil)
             let state = scenario.afterHandshake ? "established" : "syn-sent"
             let cutter = OSThread(name: "cutter") {
@@ -171,12 +166,7 @@ struct HandoverTests {
             // From now on only the SYN-ACK of a connection over wifi comes back: the request
             // leaves and the server acts on it (it connects to the origin), but its reply and
             // every DATA_ACK are lost, so the gateway makes no join and has received nothing.
-            for command in [["add", "table", "ip", "strand"],
-                            ["add", "chain", "ip", "strand", "in", "{ type filter hook prerouting priority -300; }"],
-                            ["add", "rule", "ip", "strand", "in", "iifname", "wifi", "tcp", "sport", "4443",
-                             "tcp", "flags", "&", "(syn|ack)", "!=", "syn|ack", "drop"]] {
-                _ = try testbed.exec(.gw, ["nft"] + command)
-            }
+            try strand(testbed, .arriving, ["iifname", "wifi", "tcp", "sport", "4443", "tcp", "flags", "&", "(syn|ack)", "!=", "syn|ack", "drop"])
             let cutAt = Locked<UInt64?>(nil)
             let actedOn = Locked(false)
             let cutter = OSThread(name: "cutter") {
@@ -225,12 +215,7 @@ struct HandoverTests {
         try withChain(pathManager: configuration, serverHealth: health, beforeStart: routeToTheServerThroughEveryUplink) { chain in
             let testbed = chain.testbed
             // Nothing but the checks talks to the server now; from here on they wait on wifi.
-            for command in [["add", "table", "ip", "strand"],
-                            ["add", "chain", "ip", "strand", "in", "{ type filter hook prerouting priority -300; }"],
-                            ["add", "rule", "ip", "strand", "in", "iifname", "wifi", "tcp", "sport", "4443",
-                             "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"]] {
-                _ = try testbed.exec(.gw, ["nft"] + command)
-            }
+            try strand(testbed, .arriving, ["iifname", "wifi", "tcp", "sport", "4443", "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"])
             var stranded = false
             for _ in 0..<150 where !stranded {
                 usleep(20_000)
@@ -249,6 +234,21 @@ struct HandoverTests {
             // And LAN connections get through, every byte checked.
             _ = try chain.transfer(upload: 64 << 10, download: 64 << 10, seed: 53, timeoutSeconds: 10)
         }
+    }
+}
+
+/// Which packets of the gateway a stranding rule sees: arriving (before routing) or leaving.
+enum StrandHook { case arriving, leaving }
+
+/// Installs `rule` in the gw namespace's nftables table "strand", at the earliest priority of
+/// `hook`: how the tests above hold a connection at one moment of its handshake. The table goes
+/// with the testbed's namespace.
+func strand(_ testbed: Testbed, _ hook: StrandHook, _ rule: [String]) throws {
+    let (chain, netfilterHook) = hook == .arriving ? ("in", "prerouting") : ("out", "output")
+    for command in [["add", "table", "ip", "strand"],
+                    ["add", "chain", "ip", "strand", chain, "{ type filter hook \(netfilterHook) priority -300; }"],
+                    ["add", "rule", "ip", "strand", chain] + rule] {
+        _ = try testbed.exec(.gw, ["nft"] + command)
     }
 }
 
