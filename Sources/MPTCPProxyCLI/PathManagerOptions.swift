@@ -25,8 +25,8 @@ struct PathManagerOptions: ParsableArguments {
     @Flag(help: "Leave routing tables and rules alone (only manage endpoints).")
     var noRouting = false
 
-    @Flag(help: "Also watch the subflows' progress for paths that silently drop everything while their link stays up (black holes), and steer new connections away from them (experimental: docs/decisions/0012).")
-    var pathHealth = false
+    @Flag(inversion: .prefixedNo, help: "Watch the subflows' progress for paths that silently drop everything while their link stays up (black holes): take such a path out of use, steer new connections away from it, and try it again after a hold-down (docs/decisions/0012). With --no-path-health only link and address changes count.")
+    var pathHealth = true
 
     @Option(help: "Milliseconds a failed path stays out of use before it is tried again (doubled each time it fails again soon after, up to 60 s).")
     var pathHoldDown: UInt64 = 2_000
@@ -42,6 +42,8 @@ struct PathManagerOptions: ParsableArguments {
             health.holdDownMilliseconds = pathHoldDown
             health.maximumHoldDownMilliseconds = max(60_000, pathHoldDown)
             configuration.health = health
+        } else {
+            configuration.health = nil
         }
         do { configuration.classifier = try InterfaceClassifier(parsingOverrides: classes) } catch {
             throw ValidationError("--class \(error)")

@@ -16,9 +16,10 @@ public struct PathManagerConfiguration: Sendable {
     /// host (the tests set it tiny to provoke one).
     public var monitorReceiveBufferBytes: Int32?
     /// Failure detection from the subflows' progress (nil: off, only link and address events).
-    /// Off by default for now: with it on, the upload handover test's longest gap grew in 3
-    /// runs of 8 past 1 s (0 of 4 without), with no verdict acted on; see docs/decisions/0012.
-    public var health: PathHealthConfiguration?
+    /// On by default: a black hole (the link stays up, nothing gets through) is the commonest
+    /// way an uplink fails, and nothing else notices one. The handover tests' gaps are the same
+    /// with it on or off (14 alternated runs each, docs/decisions/0012).
+    public var health: PathHealthConfiguration? = PathHealthConfiguration()
     /// How often the subflows are sampled while any exist on a managed path and one looks
     /// stalled or a SYN is unanswered (PathHealth.suspicious), or after `sampleSoon()`.
     public var sampleIntervalMilliseconds: Int32 = 100
@@ -140,6 +141,12 @@ public final class PathManagerService: @unchecked Sendable {
         let eventsIndex = 3
         var health = configuration.health.map { PathHealth(configuration: $0) }
         let diag = health == nil ? nil : try? SockDiagClient()
+        if let settings = configuration.health {
+            logger.info("path health: on: a path whose subflows stall with data outstanding (at least \(settings.stallFloorMilliseconds) ms, else RTO + RTT) or whose new subflow goes unanswered for \(settings.joinTimeoutMilliseconds) ms is taken out for \(settings.holdDownMilliseconds) ms, doubling up to \(settings.maximumHoldDownMilliseconds) ms")
+            if diag == nil { logger.warning("path health: sock_diag could not be opened, so no subflow is watched; link and address changes still handled") }
+        } else {
+            logger.info("path health: off: only link and address changes take a path out of use")
+        }
         // Sampling runs while subflows exist on a managed path, and starts again on the next
         // MPTCP event; with none, the manager sleeps in poll with no timeout.
         var sampling = health != nil
