@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/random.h>
+#include <sys/prctl.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
 #include <linux/netfilter_ipv4.h>
@@ -69,6 +70,10 @@ int mpx_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len) {
 
 int mpx_setns_net(int fd) {
     return setns(fd, CLONE_NEWNET);
+}
+
+int mpx_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
 int mpx_gettid(void) {

@@ -36,9 +36,11 @@ public final class OSThread: @unchecked Sendable {
     /// Set when the thread could not enter its namespace; its body then never ran.
     public private(set) var namespaceError: SystemError?
 
-    /// Starts `body` on a new thread, entering `namespace` first if given.
+    /// Starts `body` on a new thread, entering `namespace` first if given. The thread carries
+    /// `name` (its first 15 bytes, the kernel's limit) where `top -H`, `ps -L` and perf show it.
     public init(name: String, namespace: NetworkNamespace? = nil, _ body: @escaping () -> Void) {
         let box = Box { [unowned self] in
+            _ = mpx_set_thread_name(name)  // the kernel keeps the first 15 bytes
             if let namespace {
                 do {
                     try namespace.enterOnCurrentThread()

@@ -39,6 +39,11 @@ int mpx_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len);
 // Enter a network namespace (CLONE_NEWNET) on the calling thread only.
 int mpx_setns_net(int fd);
 
+// Name the calling thread (PR_SET_NAME: what /proc/PID/task/TID/comm, top -H and perf show);
+// the kernel keeps the first 15 bytes. pthread_setname_np needs _GNU_SOURCE, which Glibc's
+// Swift module does not define.
+int mpx_set_thread_name(const char *name);
+
 // getrandom(2) with no flags: fills `len` bytes from the kernel's generator in one call
 // (Swift's SystemRandomNumberGenerator makes one call per 8 bytes). Returns the bytes filled.
 long mpx_getrandom(void *buffer, unsigned long len);
