@@ -127,6 +127,12 @@ public final class PathManagerService: @unchecked Sendable {
                 logger.info("interface \(link.name) (ifindex \(link.index)): class \(classify(link.name)), \(link.isUsable ? "up" : "down")")
             }
             execute(policy.start(links: links, addresses: addresses, routes: mainRoutes, existing: existing, classify: classify), pm: pm, routes: routes)
+            // Another manager's endpoint (mptcpd, NetworkManager, an `ip mptcp endpoint add`) is
+            // never fought over, so its path gets none of this manager's care. Say so: a path
+            // silently left out is what an operator would least expect.
+            for endpoint in policy.foreign.values.sorted(by: { $0.id < $1.id }) {
+                logger.warning("path manager: endpoint id \(endpoint.id) \(endpoint.address) was not made by this manager, so its path is left alone (no failover, routing table or path health); --own-all-endpoints replaces it, or `ip mptcp endpoint delete id \(endpoint.id)` before start")
+            }
         } catch {
             started.set(0, .failure(error))
             return

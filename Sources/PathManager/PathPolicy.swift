@@ -86,8 +86,9 @@ public struct PathPolicy {
     private var addresses: [Int32: Set<IPAddress>] = [:]
     /// Endpoints this manager installed, by address.
     public private(set) var installed: [IPAddress: MPTCPEndpoint] = [:]
-    /// Endpoints other managers own (never touched unless ownAllEndpoints).
-    private var foreign: [IPAddress: MPTCPEndpoint] = [:]
+    /// Endpoints other managers own (never touched unless ownAllEndpoints). Their paths are not
+    /// this manager's: no failover, no routing table, no health watch.
+    public private(set) var foreign: [IPAddress: MPTCPEndpoint] = [:]
     private var ids: [IPAddress: UInt8] = [:]
     private var installedRoutes: Set<PathCommand> = []
     /// The main table's default routes through a next hop (a DHCP client's or the operator's),

@@ -124,6 +124,20 @@ struct CommandLineTests {
         #expect(try startLog("--path-health --path-hold-down 5000").contains("is taken out for 5000 ms"))
     }
 
+    @Test("`mptcp-proxy pm` names each endpoint it finds but did not make, which it leaves alone, and how to hand it over",
+          .enabled(if: KernelTestGate.enabled, "needs root and netns"))
+    func pathManagerNamesEndpointsItLeavesAlone() throws {
+        let testbed = try Testbed()  // with the kernel endpoints of its three uplinks on gw
+        defer { testbed.down() }
+        let output = try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other 2>&1; true"])
+        let endpoints = try testbed.exec(.gw, ["ip", "mptcp", "endpoint", "show"])
+        for address in ["10.1.1.1", "10.1.2.1", "10.1.3.1"] {
+            #expect(endpoints.contains(address), "testbed endpoints: \(endpoints)")
+            #expect(output.contains(" \(address) was not made by this manager, so its path is left alone"), "\(output)")
+        }
+        #expect(output.contains("--own-all-endpoints replaces it"), "\(output)")
+    }
+
     @Test("options are range-checked like the file: a zero idle timeout is an error, not a relay that ends at once")
     func optionRanges() {
         for (option, value, message) in [("--idle-timeout-ms", "0", "--idle-timeout-ms 0 is outside 1000...86400000"),
