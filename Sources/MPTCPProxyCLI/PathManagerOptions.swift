@@ -25,8 +25,8 @@ struct PathManagerOptions: ParsableArguments {
     @Flag(help: "Leave routing tables and rules alone (only manage endpoints).")
     var noRouting = false
 
-    @Flag(inversion: .prefixedNo, help: "Watch the subflows' progress for paths that silently drop everything while their link stays up (black holes): take such a path out of use, steer new connections away from it, and try it again after a hold-down (docs/decisions/0012). With --no-path-health only link and address changes count.")
-    var pathHealth = true
+    @Flag(inversion: .prefixedNo, help: "Also watch the subflows' progress for paths that silently drop everything while their link stays up (black holes): take such a path out of use, steer new connections away from it, and try it again after a hold-down. Off by default for now (docs/decisions/0012): only link and address changes count.")
+    var pathHealth = false
 
     @Option(help: "Milliseconds a failed path stays out of use before it is tried again (doubled each time it fails again soon after, up to 60 s).")
     var pathHoldDown: UInt64 = 2_000

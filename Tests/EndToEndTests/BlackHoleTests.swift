@@ -7,10 +7,11 @@ import TestSupport
 import Testing
 
 /// Path manager configuration for the testbed's gw with every path active (the arrangement
-/// people choose to aggregate fixed lines), with path health on (the default).
+/// people choose to aggregate fixed lines), with path health on.
 func allActiveConfiguration() -> PathManagerConfiguration {
     var configuration = standbyConfiguration()
     configuration.classifier = InterfaceClassifier(overrides: ["wifi": .wifi, "eth": .ethernet, "cell": .ethernet, "lan0": .other])
+    configuration.health = PathHealthConfiguration()  // opt-in (`--path-health`)
     return configuration
 }
 

@@ -107,21 +107,20 @@ struct CommandLineTests {
         #expect(output.contains("fix: sysctl -w net.ipv4.conf.wifi.rp_filter=2"), "\(output)")
     }
 
-    @Test("`mptcp-proxy pm` watches the paths' health unless told --no-path-health, and says which at start",
+    @Test("`mptcp-proxy pm` watches the paths' health only when told --path-health, and says which at start",
           .enabled(if: KernelTestGate.enabled, "needs root and netns"))
-    func pathHealthIsOnByDefault() throws {
+    func pathHealthIsOptIn() throws {
         let testbed = try Testbed(endpoints: false)
         defer { testbed.down() }
         func startLog(_ extra: String) throws -> String {
             try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other \(extra) 2>&1; true"])
         }
         let byDefault = try startLog("")
-        #expect(byDefault.contains("path health: on:"), "\(byDefault)")
-        #expect(!byDefault.contains("sock_diag could not be opened"), "\(byDefault)")
-        let off = try startLog("--no-path-health")
-        #expect(off.contains("path health: off: only link and address changes"), "\(off)")
-        // Still accepted, for scripts written when it was opt-in.
-        #expect(try startLog("--path-health --path-hold-down 5000").contains("is taken out for 5000 ms"))
+        #expect(byDefault.contains("path health: off: only link and address changes"), "\(byDefault)")
+        let on = try startLog("--path-health --path-hold-down 5000")
+        #expect(on.contains("path health: on:") && on.contains("is taken out for 5000 ms"), "\(on)")
+        #expect(!on.contains("sock_diag could not be opened"), "\(on)")
+        #expect(try startLog("--path-health --no-path-health").contains("path health: off:"))
     }
 
     @Test("`mptcp-proxy pm` names each endpoint it finds but did not make, which it leaves alone, and how to hand it over",
