@@ -16,9 +16,10 @@ public struct PathManagerConfiguration: Sendable {
     /// host (the tests set it tiny to provoke one).
     public var monitorReceiveBufferBytes: Int32?
     /// Failure detection from the subflows' progress (nil: off, only link and address events).
-    /// Off by default: the handover tests' gaps are the same with it on or off (14 alternated
-    /// runs each), but the soak with it on had transfers reset or corrupted that it never has
-    /// without (7 in three runs against 0 in two); see docs/decisions/0012.
+    /// Off by default: the handover tests' gaps are the same with it on or off, but under the
+    /// soak's churn its sock_diag dumps (up to ten a second) make more connections be caught
+    /// by a link loss with their request read and their answer lost (each then refused as a
+    /// replay, decision 0019); see docs/decisions/0012.
     public var health: PathHealthConfiguration?
     /// How often the subflows are sampled while any exist on a managed path and one looks
     /// stalled or a SYN is unanswered (PathHealth.suspicious), or after `sampleSoon()`.
