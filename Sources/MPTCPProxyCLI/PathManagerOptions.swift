@@ -42,8 +42,6 @@ struct PathManagerOptions: ParsableArguments {
             health.holdDownMilliseconds = pathHoldDown
             health.maximumHoldDownMilliseconds = max(60_000, pathHoldDown)
             configuration.health = health
-        } else {
-            configuration.health = nil
         }
         do { configuration.classifier = try InterfaceClassifier(parsingOverrides: classes) } catch {
             throw ValidationError("--class \(error)")

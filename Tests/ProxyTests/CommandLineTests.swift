@@ -101,7 +101,7 @@ struct CommandLineTests {
         defer { testbed.down() }
         try testbed.exec(.gw, ["sysctl", "-qw", "net.mptcp.enabled=0"])
         try testbed.exec(.gw, ["sysctl", "-qw", "net.ipv4.conf.wifi.rp_filter=1"])
-        let output = try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other 2>&1; true"])
+        let output = try pmStartLog(testbed)
         #expect(output.contains("host: MPTCP: net.mptcp.enabled is 0"), "\(output)")
         #expect(output.contains("host: rp_filter: strict reverse-path filtering on wifi"), "\(output)")
         #expect(output.contains("fix: sysctl -w net.ipv4.conf.wifi.rp_filter=2"), "\(output)")
@@ -112,15 +112,12 @@ struct CommandLineTests {
     func pathHealthIsOptIn() throws {
         let testbed = try Testbed(endpoints: false)
         defer { testbed.down() }
-        func startLog(_ extra: String) throws -> String {
-            try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other \(extra) 2>&1; true"])
-        }
-        let byDefault = try startLog("")
+        let byDefault = try pmStartLog(testbed)
         #expect(byDefault.contains("path health: off: only link and address changes"), "\(byDefault)")
-        let on = try startLog("--path-health --path-hold-down 5000")
+        let on = try pmStartLog(testbed, "--path-health --path-hold-down 5000")
         #expect(on.contains("path health: on:") && on.contains("is taken out for 5000 ms"), "\(on)")
         #expect(!on.contains("sock_diag could not be opened"), "\(on)")
-        #expect(try startLog("--path-health --no-path-health").contains("path health: off:"))
+        #expect(try pmStartLog(testbed, "--path-health --no-path-health").contains("path health: off:"))
     }
 
     @Test("`mptcp-proxy pm` names each endpoint it finds but did not make, which it leaves alone, and how to hand it over",
@@ -128,7 +125,7 @@ struct CommandLineTests {
     func pathManagerNamesEndpointsItLeavesAlone() throws {
         let testbed = try Testbed()  // with the kernel endpoints of its three uplinks on gw
         defer { testbed.down() }
-        let output = try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other 2>&1; true"])
+        let output = try pmStartLog(testbed)
         let endpoints = try testbed.exec(.gw, ["ip", "mptcp", "endpoint", "show"])
         for address in ["10.1.1.1", "10.1.2.1", "10.1.3.1"] {
             #expect(endpoints.contains(address), "testbed endpoints: \(endpoints)")
@@ -150,6 +147,12 @@ struct CommandLineTests {
                 #expect("\(error)".contains(message), "\(option): \(error)")
             }
         }
+    }
+
+    /// What `mptcp-proxy pm` (with `options`) logs in the testbed's gw namespace in its first
+    /// 1.5 s, stdout and stderr together; then it is stopped.
+    private func pmStartLog(_ testbed: Testbed, _ options: String = "") throws -> String {
+        try Testbed.run(["sh", "-c", "timeout -s TERM 1.5 \(Self.binary) pm --netns \(testbed.prefix)-gw --class lan0=other \(options) 2>&1; true"])
     }
 
     /// The error the server at `server` answers `key`'s signed request for 127.0.0.1:1 with. A

@@ -7,17 +7,15 @@ import Testing
 struct EventLoopTests {
     @Test("a thread carries its name to the kernel (what top -H and perf show), cut to the kernel's 15 bytes")
     func threadsAreNamed() {
-        // Written by each thread before its join returns, read after: join orders the two.
-        final class Seen: @unchecked Sendable { var names: [String] = [] }
-        let seen = Seen()
+        let seen = Shared<[String]>([])
         for name in ["path-manager", "a-name-longer-than-fifteen"] {
             let thread = OSThread(name: name) {
                 let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
-                seen.names.append(comm.trimmingCharacters(in: .newlines))
+                seen.update { $0.append(comm.trimmingCharacters(in: .newlines)) }
             }
             thread.join()
         }
-        #expect(seen.names == ["path-manager", "a-name-longer-t"])
+        #expect(seen.value == ["path-manager", "a-name-longer-t"])
     }
 
     @Test("timers cancelled or re-armed do not pile up in the heap, and the live ones still fire")
