@@ -16,6 +16,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/tcp.h>
+#include <netinet/in.h>
 
 // Our copies (values unchanged since they were introduced; the 6.1 headers have them, but
 // this file must not depend on which header version is installed).
@@ -48,6 +49,35 @@ int mpx_diag_request_dump(struct mpx_nl *nl, uint8_t family, uint32_t protocol, 
     }
     if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0) { mpx_set_errno(err, "sendto(sock_diag dump)"); return -1; }
     return (int)nlh->nlmsg_seq;
+}
+
+int mpx_diag_request_lookups(struct mpx_nl *nl, const struct mpx_diag_key *keys, size_t count, uint32_t *first_seq, struct mpx_nl_error *err) {
+    // Each request is a header and an inet_diag_req_v2, no attributes: 72 bytes.
+    enum { REQUEST = NLMSG_ALIGN(NLMSG_HDRLEN + sizeof(struct inet_diag_req_v2)) };
+    char buf[REQUEST * MPX_DIAG_LOOKUP_BATCH];
+    if (count == 0 || count > MPX_DIAG_LOOKUP_BATCH) { mpx_set_error(err, EINVAL, "sock_diag lookup: 1 to 64 keys"); return -1; }
+    memset(buf, 0, REQUEST * count);
+    *first_seq = nl->seq + 1;
+    for (size_t i = 0; i < count; i++) {
+        const struct mpx_diag_key *key = &keys[i];
+        struct nlmsghdr *nlh = mpx_request_header(nl, buf + REQUEST * i, SOCK_DIAG_BY_FAMILY, 0);
+        struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
+        req->sdiag_family = key->family;
+        req->sdiag_protocol = IPPROTO_TCP;
+        req->idiag_ext = 1u << (MPX_INET_DIAG_INFO - 1);
+        req->idiag_states = ~0u;
+        req->id.idiag_sport = htons(key->sport);
+        req->id.idiag_dport = htons(key->dport);
+        size_t alen = key->family == AF_INET ? 4 : 16;
+        memcpy(req->id.idiag_src, key->src, alen);
+        memcpy(req->id.idiag_dst, key->dst, alen);
+        // The kernel matches a socket bound to a device only when asked for that device.
+        req->id.idiag_if = key->ifindex;
+        // INET_DIAG_NOCOOKIE: whichever socket has the 4-tuple now; its cookie is in the answer.
+        req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = ~0u;
+    }
+    if (mnl_socket_sendto(nl->sock, buf, REQUEST * count) < 0) { mpx_set_errno(err, "sendto(sock_diag lookups)"); return -1; }
+    return 0;
 }
 
 // Copies min(payload, size) bytes: a newer kernel sends longer structs, an older shorter.

@@ -107,6 +107,22 @@ public struct MPTCPEvent: Hashable, Sendable, CustomStringConvertible {
         return parts.joined(separator: " ")
     }
 
+    public init(kind: Kind, token: UInt32? = nil, local: SocketAddress? = nil, remote: SocketAddress? = nil, localID: UInt8 = 0,
+                remoteID: UInt8 = 0, backup: Bool? = nil, error: UInt8? = nil, interfaceIndex: Int32? = nil) {
+        self.kind = kind
+        rawType = kind.rawValue
+        self.token = token
+        localAddress = local?.address
+        remoteAddress = remote?.address
+        localPort = local?.port ?? 0
+        remotePort = remote?.port ?? 0
+        self.localID = localID
+        self.remoteID = remoteID
+        self.backup = backup
+        self.error = error
+        self.interfaceIndex = interfaceIndex
+    }
+
     init(_ raw: mpx_pm_event) {
         rawType = raw.type
         kind = Kind(rawValue: raw.type)

@@ -195,6 +195,37 @@ extension NetlinkRecord {
     }
 }
 
+/// A TCP socket named the way the kernel's established table finds it: its 4-tuple and the
+/// device it is bound to (a socket bound to a device is found only under that device).
+public struct DiagSocketKey: Hashable, Sendable, CustomStringConvertible {
+    public var local: SocketAddress
+    public var remote: SocketAddress
+    public var boundInterfaceIndex: Int32
+
+    public init(local: SocketAddress, remote: SocketAddress, boundInterfaceIndex: Int32 = 0) {
+        self.local = local
+        self.remote = remote
+        self.boundInterfaceIndex = boundInterfaceIndex
+    }
+
+    public init(_ socket: DiagSocket) {
+        self.init(local: socket.local, remote: socket.remote, boundInterfaceIndex: socket.boundInterfaceIndex)
+    }
+
+    public var description: String { "\(local) -> \(remote)\(boundInterfaceIndex != 0 ? " dev \(boundInterfaceIndex)" : "")" }
+
+    var raw: mpx_diag_key {
+        var out = mpx_diag_key()
+        out.family = local.address.familyByte
+        out.sport = local.port
+        out.dport = remote.port
+        out.ifindex = UInt32(bitPattern: boundInterfaceIndex)
+        out.src = local.address.raw16
+        out.dst = remote.address.raw16
+        return out
+    }
+}
+
 /// sock_diag for the calling thread's network namespace. Listing sockets needs no privilege;
 /// the kernel shows every socket of the namespace.
 public final class SockDiagClient {
@@ -221,5 +252,46 @@ public final class SockDiagClient {
             for case .diagSocket(let found) in records { all.append(found) }
         }
         return all
+    }
+
+    /// The TCP sockets with these keys now, each found by an exact lookup in the kernel's
+    /// tables rather than a walk of them: a dump visits every bucket of the established hash
+    /// table (262,144 on a 24 GiB host, about 4 ms), a lookup one. Keys are sent 64 to a
+    /// datagram; a key with no socket now is left out of the answer.
+    public func sockets(withKeys keys: [DiagSocketKey]) throws(NetlinkError) -> [DiagSocket] {
+        var found: [DiagSocket] = []
+        found.reserveCapacity(keys.count)
+        var start = 0
+        while start < keys.count {
+            let batch = keys[start..<min(keys.count, start + Int(MPX_DIAG_LOOKUP_BATCH))].map(\.raw)
+            start += batch.count
+            var first: UInt32 = 0
+            try socket.run("sock_diag lookups") { handle, error in
+                batch.withUnsafeBufferPointer { mpx_diag_request_lookups(handle, $0.baseAddress, $0.count, &first, error) }
+            }
+            // Each request is answered by exactly one message: the socket, or an error
+            // (ENOENT: no such socket). The kernel answers inside sendto, so every answer is
+            // queued by now and the reads never wait: one that is not there is not coming.
+            // Answers to an earlier batch that an error cut short carry other sequence
+            // numbers and are passed over.
+            var answered = 0
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            while answered < batch.count {
+                var error = mpx_nl_error()
+                let count = buffer.withUnsafeMutableBytes { mpx_nl_receive(socket.handle, $0.baseAddress, $0.count, 1, &error) }
+                if count < 0 { throw NetlinkError("sock_diag lookups", error) }
+                if count == 0 { break }
+                buffer.withUnsafeBytes { bytes in
+                    var offset = 0
+                    var raw = mpx_nl_record()
+                    while mpx_diag_next(bytes.baseAddress, Int(count), &offset, DiagProtocol.tcp.rawValue, &raw) == 1 {
+                        guard raw.seq &- first < UInt32(batch.count) else { continue }
+                        answered += 1
+                        if raw.kind == Int32(MPX_REC_DIAG_SOCKET.rawValue) { found.append(DiagSocket(raw.diag)) }
+                    }
+                }
+            }
+        }
+        return found
     }
 }

@@ -24,11 +24,16 @@ public struct PathManagerConfiguration: Sendable {
     /// How often the subflows are sampled while any exist on a managed path and one looks
     /// stalled or a SYN is unanswered (PathHealth.suspicious), or after `sampleSoon()`.
     public var sampleIntervalMilliseconds: Int32 = 100
-    /// How often they are sampled while all make progress. Each sample dumps the kernel's TCP
-    /// table (about 5 ms of system time here), so sampling every 100 ms throughout a transfer
-    /// would cost about 5 % of a core. A stall is still caught at the first steady sample:
-    /// its clock runs from the last sample that saw progress.
+    /// How often they are sampled while all make progress. A stall is still caught at the
+    /// first steady sample: its clock runs from the last sample that saw progress.
     public var steadySampleIntervalMilliseconds: Int32 = 500
+    /// A sample looks up the subflows the MPTCP events named (SubflowWatchList), one hash
+    /// probe each; at most this often it dumps the kernel's TCP table instead, which also
+    /// shows the joins still in SYN-SENT that no event names (the join timeout's evidence).
+    /// Each dump walks the whole established hash table (about 4 ms of system time on this
+    /// 24 GiB host) and under churn that load costs connections at a link loss (decision
+    /// 0012). In an alert (`sampleSoon()`) and after a re-admission every sample is a dump.
+    public var dumpIntervalMilliseconds: UInt64 = 2_000
     /// Where its counters go (the proxy's /metrics); nil: not counted.
     public var metricsFactory: MetricsFactory?
     /// Told the local addresses connections to the servers should start from whenever they
@@ -68,6 +73,9 @@ public final class PathManagerService: @unchecked Sendable {
     public let resyncs = Atomic<Int>(0)
     /// Health verdicts acted on, in order (for tests).
     public let verdicts = Mutex<[PathHealthVerdict]>([])
+    /// Path health's samples so far: dumps of the TCP table, and rounds of lookups by key.
+    public let sampleDumps = Atomic<Int>(0)
+    public let sampleLookups = Atomic<Int>(0)
 
     public init(configuration: PathManagerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -148,6 +156,8 @@ public final class PathManagerService: @unchecked Sendable {
         let eventsIndex = 3
         var health = configuration.health.map { PathHealth(configuration: $0) }
         let diag = health == nil ? nil : try? SockDiagClient()
+        var watchList = SubflowWatchList()
+        var lastDump: UInt64 = 0
         if let settings = configuration.health {
             logger.info("path health: on: a path whose subflows stall with data outstanding (at least \(settings.stallFloorMilliseconds) ms, else RTO + RTT) or whose new subflow goes unanswered for \(settings.joinTimeoutMilliseconds) ms is taken out for \(settings.holdDownMilliseconds) ms, doubling up to \(settings.maximumHoldDownMilliseconds) ms")
             if diag == nil { logger.warning("path health: sock_diag could not be opened, so no subflow is watched; link and address changes still handled") }
@@ -218,8 +228,18 @@ public final class PathManagerService: @unchecked Sendable {
                 }
             }
             if let events, fds.count > eventsIndex, fds[eventsIndex].revents != 0 {
-                for event in (try? events.pending()) ?? [] {
+                let pending: [MPTCPEvent]
+                do {
+                    pending = try events.pending()
+                } catch {
+                    // Overrun (ENOBUFS): the subflows those events named are known only to a dump.
+                    logger.debug("mptcp events: \(error); the next sample dumps the subflows")
+                    watchList.eventsLost()
+                    pending = []
+                }
+                for event in pending {
                     logger.debug("mptcp event: \(event)")
+                    watchList.apply(event)
                     if health != nil && !sampling {
                         // Something is happening: sample at the fast rate from now.
                         sampling = true
@@ -227,11 +247,14 @@ public final class PathManagerService: @unchecked Sendable {
                     }
                 }
             }
+            if events == nil { watchList.eventsLost() }
             guard health != nil, let diag else { continue }
             let current = monotonicMilliseconds()
             if (sampling || current < alertUntil) && current >= nextSample {
                 let watched = policy.activePathAddresses
-                let subflows = sampleSubflows(diag, families: Set(watched.map(\.family)))
+                let dump = watchList.needsDump || current < alertUntil || current >= lastDump &+ configuration.dumpIntervalMilliseconds
+                let subflows = sampleSubflows(diag, watched: watched, dump: dump, watchList: &watchList)
+                if dump { lastDump = current }
                 sampling = subflows.contains { watched.contains($0.localAddress) }
                 nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
                 for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
@@ -243,9 +266,11 @@ public final class PathManagerService: @unchecked Sendable {
             }
             for verdict in health!.due(now: current) {
                 act(on: verdict, policy: &policy, pm: pm, routes: routes)
-                // Re-admitted: watch the joins the kernel now opens on it.
+                // Re-admitted: watch the joins the kernel now opens on it, which only dumps
+                // show until they are answered, for as long as one may go unanswered.
                 sampling = true
                 nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
+                alertUntil = max(alertUntil, current + health!.configuration.joinTimeoutMilliseconds + 2 * UInt64(configuration.sampleIntervalMilliseconds))
             }
             let sources = policy.sources(avoiding: health!.avoidedAddresses)
             if sources != upstreamSources {
@@ -263,12 +288,33 @@ public final class PathManagerService: @unchecked Sendable {
         (try routes.links(), try routes.addresses(), try routes.routes())
     }
 
-    /// The kernel's MPTCP subflows now (TCP sockets whose ULP is mptcp), as the health
-    /// monitor reads them; empty if the dump fails (the next sample tries again).
-    private func sampleSubflows(_ diag: SockDiagClient, families: Set<Int32>) -> [SubflowSample] {
-        // Only the families in use: each dump walks the kernel's whole TCP hash table
-        // (measured: about 5 ms of system time per dump here, with almost no sockets).
-        guard let sockets = try? diag.sockets(.tcp, families: families) else { return [] }
+    /// The kernel's MPTCP subflows on the `watched` paths now, as the health monitor reads
+    /// them: by a dump of the TCP table, which the watch list then follows, or by looking up
+    /// the subflows the watch list names. Empty if sock_diag fails (the next sample tries
+    /// again, and dumps).
+    private func sampleSubflows(_ diag: SockDiagClient, watched: Set<IPAddress>, dump: Bool, watchList: inout SubflowWatchList) -> [SubflowSample] {
+        let sockets: [DiagSocket]
+        if dump {
+            // Only the families in use: each dump walks the kernel's whole TCP hash table.
+            guard let all = try? diag.sockets(.tcp, families: Set(watched.map(\.family))) else {
+                watchList.eventsLost()
+                return []
+            }
+            watchList.replace(with: all)
+            sampleDumps.add(1, ordering: .relaxed)
+            count("mptcp_proxy_path_health_samples_total", [("method", "dump")])
+            sockets = all
+        } else {
+            let keys = watchList.keys(on: watched)
+            guard let found = try? diag.sockets(withKeys: keys) else {
+                watchList.eventsLost()
+                return []
+            }
+            watchList.refresh(asked: keys, found: found)
+            sampleLookups.add(1, ordering: .relaxed)
+            count("mptcp_proxy_path_health_samples_total", [("method", "lookup")])
+            sockets = found
+        }
         return sockets.compactMap { socket in
             guard socket.subflow != nil, let tcp = socket.tcp else { return nil }
             return SubflowSample(cookie: socket.cookie, localAddress: socket.local.address, state: socket.state, unacked: tcp.unacked,

@@ -54,7 +54,12 @@ struct BlackHoleTests {
             cutter.join()
             let manager = try #require(chain.pathManager)
             let verdicts = manager.verdicts.withLock { $0 }
-            print("black hole on wifi, upload: longest gap \(String(format: "%.0f", result.longestUploadGapMilliseconds)) ms, \(String(format: "%.1f", result.uploadSeconds)) s; verdicts \(verdicts)")
+            let dumps = manager.sampleDumps.load(ordering: .relaxed)
+            let lookups = manager.sampleLookups.load(ordering: .relaxed)
+            print("black hole on wifi, upload: longest gap \(String(format: "%.0f", result.longestUploadGapMilliseconds)) ms, \(String(format: "%.1f", result.uploadSeconds)) s; verdicts \(verdicts); samples: \(dumps) dumps, \(lookups) by lookup")
+            // Between dumps (at most every 2 s, and in the second after each re-admission),
+            // the subflows the MPTCP events named are looked up by key.
+            #expect(lookups > 0, "the watch list never replaced a dump: \(dumps) dumps, \(lookups) by lookup")
             // The digest check inside transfer() proved every byte arrived intact.
             let record = try #require(chain.clientRecords.wait(for: 1).first)
             #expect(record.reason == .completed, "connection lost: \(record.reason)")

@@ -222,6 +222,20 @@ int mpx_nl_next(const void *buf, size_t len, size_t *offset, uint16_t pm_family_
 // (AF_INET/AF_INET6) in every state but TIME_WAIT and SYN_RECV, with tcp_info/mptcp_info
 // and the MPTCP subflow ULP attributes. Returns the sequence number, or -1.
 int mpx_diag_request_dump(struct mpx_nl *nl, uint8_t family, uint32_t protocol, struct mpx_nl_error *err);
+// One TCP socket named by its 4-tuple and bound device, for an exact sock_diag lookup.
+// Addresses in network order (4 bytes used for AF_INET), ports in host order.
+struct mpx_diag_key {
+    uint8_t family;
+    uint16_t sport, dport;
+    uint32_t ifindex;
+    uint8_t src[16], dst[16];
+};
+// Sends one exact lookup (no NLM_F_DUMP) per key, with INET_DIAG_INFO, all in one datagram:
+// the kernel answers each with one message, or an NLMSG_ERROR (ENOENT: gone). The requests
+// carry the sequence numbers *first_seq, *first_seq + 1, ... (wrapping); returns 0, or -1.
+// At most MPX_DIAG_LOOKUP_BATCH keys.
+#define MPX_DIAG_LOOKUP_BATCH 64
+int mpx_diag_request_lookups(struct mpx_nl *nl, const struct mpx_diag_key *keys, size_t count, uint32_t *first_seq, struct mpx_nl_error *err);
 // Like mpx_nl_next for a sock_diag socket (whose message types overlap rtnetlink's);
 // `protocol` is the one dumped (INET_DIAG_INFO is tcp_info or mptcp_info by protocol).
 int mpx_diag_next(const void *buf, size_t len, size_t *offset, uint32_t protocol, struct mpx_nl_record *out);
