@@ -30,8 +30,10 @@ extension IPAddress {
     var familyByte: UInt8 { UInt8(family) }
 
     init(family: UInt8, raw: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) {
-        let all = withUnsafeBytes(of: raw) { AddressBytes($0) }
-        self = Int32(family) == AF_INET6 ? .v6(all) : .v4(AddressBytes(all[0..<4]))
+        let (high, low) = withUnsafeBytes(of: raw) {
+            (UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)), UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+        self = Int32(family) == AF_INET6 ? .v6(AddressBytes(high: high, low: low, count: 16)) : .v4(AddressBytes(high: high, low: low, count: 4))
     }
 
     var raw16: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {

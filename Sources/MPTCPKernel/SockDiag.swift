@@ -262,6 +262,7 @@ public final class SockDiagClient {
         var found: [DiagSocket] = []
         found.reserveCapacity(keys.count)
         var start = 0
+        var buffer = [UInt8](repeating: 0, count: 8192)
         while start < keys.count {
             let batch = keys[start..<min(keys.count, start + Int(MPX_DIAG_LOOKUP_BATCH))].map(\.raw)
             start += batch.count
@@ -275,7 +276,6 @@ public final class SockDiagClient {
             // Answers to an earlier batch that an error cut short carry other sequence
             // numbers and are passed over.
             var answered = 0
-            var buffer = [UInt8](repeating: 0, count: 8192)
             while answered < batch.count {
                 var error = mpx_nl_error()
                 let count = buffer.withUnsafeMutableBytes { mpx_nl_receive(socket.handle, $0.baseAddress, $0.count, 1, &error) }

@@ -35,9 +35,9 @@ public struct SubflowWatchList: Sendable {
 
     public var count: Int { tokens.count }
 
-    /// The subflows to look up: those whose local address is one of `paths`, in a stable order.
+    /// The subflows to look up: those whose local address is one of `paths`, in no order.
     public func keys(on paths: Set<IPAddress>) -> [DiagSocketKey] {
-        tokens.keys.filter { paths.contains($0.local.address) }.sorted { $0.description < $1.description }
+        tokens.keys.filter { paths.contains($0.local.address) }
     }
 
     /// An MPTCP event of this namespace.

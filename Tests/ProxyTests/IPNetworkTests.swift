@@ -75,4 +75,18 @@ struct AddressBytesTests {
         #expect(AddressBytes([UInt8](repeating: 1, count: 40)).count == 16)
         #expect(AddressBytes([1, 2, 3, 4]) == [1, 2, 3, 4])
     }
+
+    @Test("from two words, every count from 0 to 16 keeps the first bytes and clears the rest, equal to the same bytes taken one by one")
+    func fromWords() {
+        let all: [UInt8] = (1...16).map { UInt8($0 * 15) }
+        let high = all[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let low = all[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        for count in 0...16 {
+            let fast = AddressBytes(high: high, low: low, count: count)
+            #expect(Array(fast) == Array(all.prefix(count)), "count \(count)")
+            #expect(fast == AddressBytes(all.prefix(count)) && fast.hashValue == AddressBytes(all.prefix(count)).hashValue, "count \(count)")
+        }
+        #expect(AddressBytes(high: high, low: low, count: 40).count == 16)
+        #expect(AddressBytes(high: high, low: low, count: -1).isEmpty)
+    }
 }
