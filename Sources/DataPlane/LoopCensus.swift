@@ -7,6 +7,7 @@ public final class LoopCensus: Sendable {
     private let lentPipes = Atomic<Int>(0)
     private let idlePipes = Atomic<Int>(0)
     private let timers = Atomic<Int>(0)
+    private let connectionEvents = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -21,4 +22,13 @@ public final class LoopCensus: Sendable {
     }
 
     func recordTimers(_ count: Int) { timers.store(count, ordering: .relaxed) }
+
+    /// Socket events the loop's relayed connections and listeners have handled so far: it
+    /// moves whenever a LAN host's connection is accepted or has bytes to move, and stands
+    /// still while they are all idle. The server health checks and timers do not count. The
+    /// path manager reads it to leave an idle gateway's subflows unsampled.
+    public var connectionEventsHandled: UInt64 { connectionEvents.load(ordering: .relaxed) }
+
+    /// One event of a relayed connection or a listener (the loop's thread; an uncontended add).
+    public func noteConnectionEvent() { connectionEvents.wrappingAdd(1, ordering: .relaxed) }
 }

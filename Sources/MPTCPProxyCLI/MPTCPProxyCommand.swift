@@ -286,6 +286,8 @@ struct ClientCommand: ParsableCommand {
             pmConfiguration.onUpstreamSources = { [servers = service.serverEndpoints] in servers?.setUpstreamSources($0) }
             // A connection whose SYN left from a path that then failed starts again elsewhere.
             pmConfiguration.onPathsLost = { [service] in service.pathsLost($0) }
+            // Path health leaves the subflows unsampled while no connection does anything.
+            pmConfiguration.activity = { [metrics = service.metrics] in metrics.connectionEvents }
             let pathManager = PathManagerService(configuration: pmConfiguration, logger: Logger(label: "mptcp-proxy.pm"))
             // A failed health check or connection may be a dead path: the manager looks at once.
             service.serverEndpoints?.onFailure { [weak pathManager] in pathManager?.sampleSoon() }

@@ -119,6 +119,10 @@ public struct PathHealth {
     /// a dump of the kernel's TCP table).
     public private(set) var suspicious = false
 
+    /// Whether the last sample showed data outstanding or a SYN unanswered on a watched path:
+    /// until a sample shows none, something can still stall without the host doing anything.
+    public private(set) var outstanding = false
+
     /// The paths with a failure on record (out of use, or on probation after one).
     public var failedAddresses: [IPAddress] { Array(failures.keys) }
 
@@ -139,6 +143,7 @@ public struct PathHealth {
         var seen: Set<UInt64> = []
         var verdicts: [PathHealthVerdict] = []
         suspicious = false
+        outstanding = false
         var failedNow: Set<IPAddress> = []
         // Progress first, for the whole sample: a join is judged against every subflow of its
         // path, whatever order the kernel listed them in.
@@ -156,6 +161,7 @@ public struct PathHealth {
             switch subflow.state {
             case .synSent:
                 suspicious = true
+                outstanding = true
                 track.stalledSince = nil
                 let since = track.synSentSince ?? now
                 track.synSentSince = since
@@ -173,6 +179,7 @@ public struct PathHealth {
                 // starts closing a stalled subflow (FIN-WAIT-1) while its data is still unacked.
                 track.synSentSince = nil
                 if subflow.state == .established { unproven.remove(subflow.localAddress) }
+                if subflow.unacked != 0 { outstanding = true }
                 if subflow.unacked == 0 {
                     track.stalledSince = nil
                     track.stallLimit = nil

@@ -34,6 +34,16 @@ public struct PathManagerConfiguration: Sendable {
     /// 24 GiB host) and under churn that load costs connections at a link loss (decision
     /// 0012). In an alert (`sampleSoon()`) and after a re-admission every sample is a dump.
     public var dumpIntervalMilliseconds: UInt64 = 2_000
+    /// How much the host is doing: a count that moves whenever a connection is accepted or
+    /// has bytes to move (the client passes its loops' `ProxyMetrics.connectionEvents`);
+    /// nil (the standalone `pm`): unknown, so every sample is taken. While it stands still
+    /// and the last sample showed nothing outstanding, a sample is skipped: nothing was
+    /// written since, so nothing can stall, and an idle gateway with many connections costs
+    /// nothing to watch (each sample of 300 subflows costs about 1.5 ms by lookup).
+    public var activity: (@Sendable () -> UInt64)?
+    /// Even on a quiet host, a sample at least this often: data the MPTCP socket held back
+    /// (behind the peer's closed window) at the last sample can go out later by itself.
+    public var quietSampleFloorMilliseconds: UInt64 = 10_000
     /// Where its counters go (the proxy's /metrics); nil: not counted.
     public var metricsFactory: MetricsFactory?
     /// Told the local addresses connections to the servers should start from whenever they
@@ -76,6 +86,8 @@ public final class PathManagerService: @unchecked Sendable {
     /// Path health's samples so far: dumps of the TCP table, and rounds of lookups by key.
     public let sampleDumps = Atomic<Int>(0)
     public let sampleLookups = Atomic<Int>(0)
+    /// Samples left out because the host was quiet (`activity`) with nothing outstanding.
+    public let sampleSkips = Atomic<Int>(0)
 
     public init(configuration: PathManagerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -158,6 +170,8 @@ public final class PathManagerService: @unchecked Sendable {
         let diag = health == nil ? nil : try? SockDiagClient()
         var watchList = SubflowWatchList()
         var lastDump: UInt64 = 0
+        var lastTaken: UInt64 = 0
+        var activityAtLastSample: UInt64?
         if let settings = configuration.health {
             logger.info("path health: on: a path whose subflows stall with data outstanding (at least \(settings.stallFloorMilliseconds) ms, else RTO + RTT) or whose new subflow goes unanswered for \(settings.joinTimeoutMilliseconds) ms is taken out for \(settings.holdDownMilliseconds) ms, doubling up to \(settings.maximumHoldDownMilliseconds) ms")
             if diag == nil { logger.warning("path health: sock_diag could not be opened, so no subflow is watched; link and address changes still handled") }
@@ -250,7 +264,17 @@ public final class PathManagerService: @unchecked Sendable {
             if events == nil { watchList.eventsLost() }
             guard health != nil, let diag else { continue }
             let current = monotonicMilliseconds()
-            if (sampling || current < alertUntil) && current >= nextSample {
+            let activityNow = (sampling || current < alertUntil) && current >= nextSample ? configuration.activity?() : nil
+            if (sampling || current < alertUntil) && current >= nextSample, let activityNow, activityNow == activityAtLastSample,
+               !health!.outstanding, current >= alertUntil, !watchList.needsDump,
+               current &- lastTaken < configuration.quietSampleFloorMilliseconds {
+                // Quiet since the last sample, which showed nothing outstanding: nothing to see.
+                sampleSkips.add(1, ordering: .relaxed)
+                count("mptcp_proxy_path_health_samples_total", [("method", "skipped")])
+                nextSample = current + UInt64(configuration.steadySampleIntervalMilliseconds)
+            } else if (sampling || current < alertUntil) && current >= nextSample {
+                activityAtLastSample = activityNow
+                lastTaken = current
                 let watched = policy.activePathAddresses
                 let dump = watchList.needsDump || current < alertUntil || current >= lastDump &+ configuration.dumpIntervalMilliseconds
                 let subflows = sampleSubflows(diag, watched: watched, dump: dump, watchList: &watchList)

@@ -199,6 +199,12 @@ public final class ProxyMetrics: Sendable {
         censuses.withLock { $0 += loops.map(\.census) }
     }
 
+    /// The observed loops' connection events, summed: unchanged while no connection is
+    /// accepted and none has bytes to move, which lets path health leave the subflows unsampled.
+    public var connectionEvents: UInt64 {
+        censuses.withLock { $0.reduce(0) { $0 &+ $1.connectionEventsHandled } }
+    }
+
     public func render() -> String {
         let observed = censuses.withLock { $0 }
         if !observed.isEmpty {

@@ -233,6 +233,7 @@ final class Listener: EventHandler {
     }
 
     func handleEvents(_ events: UInt32, fd: Int32) {
+        context.loop.census.noteConnectionEvent()
         acceptAll()
     }
 

@@ -80,6 +80,37 @@ struct BlackHoleTests {
         }
     }
 
+    @Test("while the gateway's connections are idle their subflows are not sampled (the server health checks do not count); a transfer has them sampled again")
+    func idleConnectionsAreNotSampled() throws {
+        try withChain(pathManager: allActiveConfiguration()) { chain in
+            let manager = try #require(chain.pathManager)
+            let address = chain.forwardAddress
+            // Three connections the LAN host opens and then leaves idle.
+            let held = try OSThread.run(in: chain.testbed.namespace(.lan)) {
+                try (0..<3).map { _ in try BlockingSocket.connect(to: address, timeoutSeconds: 10) }
+            }
+            defer { held.forEach { close($0) } }
+            // Their joins made on every path, and a sample taken of them.
+            for _ in 0..<50 where establishedSubflows(chain.testbed, from: "10.1.3.1") < 3 { usleep(100_000) }
+            usleep(1_500_000)
+            func samples() -> (taken: Int, skipped: Int) {
+                (manager.sampleDumps.load(ordering: .relaxed) + manager.sampleLookups.load(ordering: .relaxed),
+                 manager.sampleSkips.load(ordering: .relaxed))
+            }
+            let before = samples()
+            usleep(3_000_000)
+            let quiet = samples()
+            print("idle for 3 s: \(quiet.taken - before.taken) samples taken, \(quiet.skipped - before.skipped) skipped; subflows from cell \(establishedSubflows(chain.testbed, from: "10.1.3.1"))")
+            // At the steady 500 ms: about six turns, all skipped; the 2 s dump is skipped too.
+            #expect(quiet.skipped - before.skipped >= 4)
+            #expect(quiet.taken - before.taken == 0, "samples were taken of idle connections")
+            _ = try chain.transfer(upload: 4 << 20, download: 4 << 20, seed: 5, timeoutSeconds: 30)
+            let busy = samples()
+            print("after a transfer: \(busy.taken - quiet.taken) samples taken")
+            #expect(busy.taken > quiet.taken, "the transfer's subflows were not sampled")
+        }
+    }
+
     @Test("the uplink that carries the route to the server black-holes on an idle gateway: new connections and the health checks start from a healthy path within seconds; after the recovery, routing decides again")
     func newConnectionsAvoidABlackHoledRoute() throws {
         try withChain(pathManager: allActiveConfiguration()) { chain in

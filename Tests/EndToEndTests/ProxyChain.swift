@@ -114,6 +114,7 @@ final class ProxyChain {
             configuration.namespace = testbed.namespace(.gw)
             configuration.onUpstreamSources = { [servers = client.serverEndpoints] in servers?.setUpstreamSources($0) }
             configuration.onPathsLost = { [client] in client.pathsLost($0) }
+            configuration.activity = { [metrics = client.metrics] in metrics.connectionEvents }
             let manager = PathManagerService(configuration: configuration, logger: logger)
             client.serverEndpoints?.onFailure { [weak manager] in manager?.sampleSoon() }
             self.pathManager = manager

@@ -668,6 +668,7 @@ final class ConnectionDriver<F: Frontend, U: Upstream>: EventHandler, TrackedCon
     // MARK: events
 
     func handleEvents(_ events: UInt32, fd: Int32) {
+        loop.census.noteConnectionEvent()
         if handshake?.drainingReason != nil {
             if fd == inbound.fd { discardUntilEOF() }
             return
