@@ -264,28 +264,37 @@ public final class PathManagerService: @unchecked Sendable {
             if events == nil { watchList.eventsLost() }
             guard health != nil, let diag else { continue }
             let current = monotonicMilliseconds()
-            let activityNow = (sampling || current < alertUntil) && current >= nextSample ? configuration.activity?() : nil
-            if (sampling || current < alertUntil) && current >= nextSample, let activityNow, activityNow == activityAtLastSample,
-               !health!.outstanding, current >= alertUntil, !watchList.needsDump,
-               current &- lastTaken < configuration.quietSampleFloorMilliseconds {
-                // Quiet since the last sample, which showed nothing outstanding: nothing to see.
-                sampleSkips.add(1, ordering: .relaxed)
-                count("mptcp_proxy_path_health_samples_total", [("method", "skipped")])
-                nextSample = current + UInt64(configuration.steadySampleIntervalMilliseconds)
-            } else if (sampling || current < alertUntil) && current >= nextSample {
-                activityAtLastSample = activityNow
-                lastTaken = current
-                let watched = policy.activePathAddresses
-                let dump = watchList.needsDump || current < alertUntil || current >= lastDump &+ configuration.dumpIntervalMilliseconds
-                let subflows = sampleSubflows(diag, watched: watched, dump: dump, watchList: &watchList)
-                if dump { lastDump = current }
-                sampling = subflows.contains { watched.contains($0.localAddress) }
-                nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
-                for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
-                    act(on: verdict, policy: &policy, pm: pm, routes: routes)
-                }
-                if !health!.suspicious && current >= alertUntil {
+            if (sampling || current < alertUntil) && current >= nextSample {
+                var state = SampleMethod.State(now: current)
+                state.alertUntil = alertUntil
+                state.lastDump = lastDump
+                state.dumpInterval = configuration.dumpIntervalMilliseconds
+                state.lastTaken = lastTaken
+                state.quietFloor = configuration.quietSampleFloorMilliseconds
+                state.listNeedsDump = watchList.needsDump
+                state.outstanding = health!.outstanding
+                state.activity = configuration.activity?()
+                state.activityAtLastSample = activityAtLastSample
+                let method = SampleMethod.choose(state)
+                count("mptcp_proxy_path_health_samples_total", [("method", method.rawValue)])
+                if method == .skip {
+                    // Quiet since a sample that showed nothing outstanding: nothing to see.
+                    sampleSkips.add(1, ordering: .relaxed)
                     nextSample = current + UInt64(configuration.steadySampleIntervalMilliseconds)
+                } else {
+                    activityAtLastSample = state.activity
+                    lastTaken = current
+                    let watched = policy.activePathAddresses
+                    let subflows = sampleSubflows(diag, watched: watched, dump: method == .dump, watchList: &watchList)
+                    if method == .dump { lastDump = current }
+                    sampling = subflows.contains { watched.contains($0.localAddress) }
+                    nextSample = current + UInt64(configuration.sampleIntervalMilliseconds)
+                    for verdict in health!.observe(now: current, subflows: subflows, paths: watched) {
+                        act(on: verdict, policy: &policy, pm: pm, routes: routes)
+                    }
+                    if !health!.suspicious && current >= alertUntil {
+                        nextSample = current + UInt64(configuration.steadySampleIntervalMilliseconds)
+                    }
                 }
             }
             for verdict in health!.due(now: current) {
@@ -326,7 +335,6 @@ public final class PathManagerService: @unchecked Sendable {
             }
             watchList.replace(with: all)
             sampleDumps.add(1, ordering: .relaxed)
-            count("mptcp_proxy_path_health_samples_total", [("method", "dump")])
             sockets = all
         } else {
             let keys = watchList.keys(on: watched)
@@ -336,7 +344,6 @@ public final class PathManagerService: @unchecked Sendable {
             }
             watchList.refresh(asked: keys, found: found)
             sampleLookups.add(1, ordering: .relaxed)
-            count("mptcp_proxy_path_health_samples_total", [("method", "lookup")])
             sockets = found
         }
         return sockets.compactMap { socket in
